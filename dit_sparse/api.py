@@ -1,0 +1,122 @@
+"""The public calls: `apply`, `remove`, `attached`, and the `SparseHandle` they return."""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from .methods import SparseMethod, resolve_method
+from .pipelines.registry import get_adapter
+from .runtime import SparseRuntime
+from .stats import StatsRecorder, format_report, summarize
+
+_ATTR = "_dit_sparse_handle"
+_TRANSFORMER_NAMES = ("transformer", "transformer_2")
+
+
+class SparseHandle:
+    """What `apply` returns: the attached method, its statistics and the way back."""
+
+    def __init__(self, target: Any, method: SparseMethod, runtimes: list[SparseRuntime], stats: StatsRecorder):
+        self.target = target
+        self.method = method
+        self.runtimes = runtimes
+        self._stats = stats
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per attention call: transformer, layer, step, branch, kind, density, seconds."""
+        return self._stats.records()
+
+    def summary(self) -> dict[str, Any]:
+        """Totals: calls, attention_seconds, mean_density."""
+        return summarize(self.records())
+
+    def report(self) -> str:
+        """Per step and layer: plans used, density, calls, attention time (text)."""
+        records = self.records()
+        return format_report(self.method.name, records, self.method.report_lines(records))
+
+    def reset_stats(self) -> None:
+        self._stats.clear()
+
+    def remove(self) -> None:
+        remove(self.target)
+
+
+def _transformers(target: Any) -> list[tuple[str, torch.nn.Module]]:
+    if isinstance(target, torch.nn.Module):
+        return [("transformer", target)]
+    found = [(n, getattr(target, n, None)) for n in _TRANSFORMER_NAMES]
+    found = [(n, m) for n, m in found if isinstance(m, torch.nn.Module)]
+    if not found:
+        raise TypeError(
+            "apply() takes a diffusers pipeline with a `transformer` (and optionally "
+            f"`transformer_2`) or a transformer module, got {type(target).__name__}"
+        )
+    return found
+
+
+def _num_steps_fallback(target: Any):
+    """For callers without ``num_inference_steps`` in the cache context: ask the scheduler."""
+    if isinstance(target, torch.nn.Module):
+        return lambda: None
+    ref = weakref.ref(target)
+
+    def num_steps() -> int | None:
+        pipe = ref()
+        timesteps = getattr(getattr(pipe, "scheduler", None), "timesteps", None)
+        return len(timesteps) if timesteps is not None else None
+
+    return num_steps
+
+
+def apply(target: Any, method: str | SparseMethod = "dense", **options: Any) -> SparseHandle:
+    """Attach a sparse attention method to a pipeline (every transformer it holds) or a transformer.
+
+    ``method`` is a name (``"dense"``, ``"radial"``, ``"svg"``, ``"adaspa"``) with its options as
+    keywords, or a config object (``dit_sparse.Radial(...)``). A method already attached is
+    replaced. Raises ``ValueError`` for an unsupported transformer class.
+    """
+    config = resolve_method(method, **options)
+    transformers = _transformers(target)
+    adapters = [get_adapter(module) for _, module in transformers]
+    remove(target)
+    stats = StatsRecorder()
+    runtimes = [
+        SparseRuntime(module, name, config, adapter, stats, _num_steps_fallback(target))
+        for (name, module), adapter in zip(transformers, adapters)
+    ]
+    for runtime in runtimes:
+        runtime.attach()
+    handle = SparseHandle(target, config, runtimes, stats)
+    setattr(target, _ATTR, handle)
+    return handle
+
+
+def remove(target: Any) -> None:
+    """Detach dit_sparse; the pipeline computes exactly what it did before `apply`. No-op if clean."""
+    handle = getattr(target, _ATTR, None)
+    if handle is None:
+        return
+    for runtime in handle.runtimes:
+        runtime.detach()
+    delattr(target, _ATTR)
+
+
+def handle_of(target: Any) -> SparseHandle | None:
+    """The handle attached to ``target``, if any."""
+    return getattr(target, _ATTR, None)
+
+
+@contextlib.contextmanager
+def attached(target: Any, method: str | SparseMethod = "dense", **options: Any) -> Iterator[SparseHandle]:
+    """``with attached(pipe, "radial"): ...``: `apply` on entry, `remove` on exit."""
+    handle = apply(target, method, **options)
+    try:
+        yield handle
+    finally:
+        remove(target)

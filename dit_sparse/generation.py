@@ -1,0 +1,97 @@
+"""Run one generation the same way for the CLI and the benchmarks, and save its frames."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .utils import atomic_output
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One clip: prompt, size (pixels), steps, guidance and seed."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    frames: int = 17
+    height: int = 64
+    width: int = 64
+    steps: int = 4
+    guidance: float | None = None
+    seed: int = 0
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray  # float32 [F, H, W, 3] in [0, 1]
+    seconds: float
+
+
+def _is_image_pipeline(pipe) -> bool:
+    return "num_frames" not in inspect.signature(pipe.__call__).parameters
+
+
+def generate(pipe, request: GenerationRequest, progress: bool = True) -> GenerationResult:
+    """Run ``pipe`` for ``request``; wall time measured with the device synchronised.
+
+    The initial latents come from a generator seeded with ``request.seed`` on the pipeline's
+    device, so two runs with the same seed start from the same noise.
+    """
+    device = pipe._execution_device
+    generator = torch.Generator(device=device).manual_seed(request.seed)
+    kwargs = dict(
+        prompt=request.prompt,
+        height=request.height,
+        width=request.width,
+        num_inference_steps=request.steps,
+        generator=generator,
+        output_type="np",
+    )
+    if request.negative_prompt is not None:
+        kwargs["negative_prompt"] = request.negative_prompt
+    if request.guidance is not None:
+        kwargs["guidance_scale"] = request.guidance
+    image = _is_image_pipeline(pipe)
+    if not image:
+        kwargs["num_frames"] = request.frames
+    pipe.set_progress_bar_config(disable=not progress)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    output = pipe(**kwargs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    frames = output.images if image else output.frames
+    frames = np.asarray(frames[0], dtype=np.float32)
+    if image:
+        frames = frames[None]
+    return GenerationResult(frames=frames, seconds=seconds)
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def save_frames(frames: np.ndarray, path: str | Path, fps: int = 16) -> None:
+    """Write ``[F, H, W, 3]`` frames as mp4 (or png for one frame), whole or not at all."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    data = to_uint8(frames)
+    with atomic_output(path) as tmp:
+        if suffix == ".png":
+            if len(data) != 1:
+                raise ValueError(f"png holds one frame, got {len(data)}; use .mp4")
+            imageio.imwrite(tmp, data[0])
+        elif suffix == ".mp4":
+            imageio.mimwrite(tmp, list(data), fps=fps, codec="libx264", quality=8, macro_block_size=1)
+        else:
+            raise ValueError(f"output must end in .mp4 (or .png for one frame), got {path.name!r}")

@@ -1,0 +1,75 @@
+"""Torch reference for block-sparse attention: the CPU path and the oracle for the kernels."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..plan import BlockPlan
+
+# Scores of one chunk of query rows against every key are materialised at a time; this bounds
+# that chunk to about 256 MiB of fp32 whatever the sequence length.
+_CHUNK_ELEMENTS = 1 << 26
+
+
+def permute_tokens(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """``x[b, h, perm[b, h, p]]`` for ``x`` ``[B, H, S, D]`` and ``perm`` ``[B|1, H, S]``."""
+    index = perm.long().expand(x.shape[0], -1, -1)[..., None].expand(-1, -1, -1, x.shape[-1])
+    return x.gather(2, index)
+
+
+def unpermute_tokens(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Inverse of `permute_tokens`: puts row ``p`` back at original position ``perm[b, h, p]``."""
+    index = perm.long().expand(x.shape[0], -1, -1)
+    if x.dim() == 4:
+        index = index[..., None].expand(-1, -1, -1, x.shape[-1])
+    return torch.empty_like(x).scatter_(2, index, x)
+
+
+def token_mask_rows(plan: BlockPlan, rows: slice, batch: int) -> torch.Tensor:
+    """``bool[B, H, len(rows), S]``: which keys the query rows ``rows`` attend to."""
+    block_mask = plan.to_block_mask().expand(batch, -1, -1, -1)
+    q_block = torch.arange(rows.start, rows.stop, device=block_mask.device) // plan.block_q
+    k_block = torch.arange(plan.seq_len, device=block_mask.device) // plan.block_k
+    return block_mask[:, :, q_block][..., k_block]
+
+
+def block_sparse_attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: BlockPlan,
+    scale: float | None = None,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Block-sparse attention in plain torch, ``[B, H, S, D]`` in and out.
+
+    Computes in fp32 (fp64 inputs stay fp64). A query row with no key block gets output 0 and
+    LSE ``-inf``. LSE, when asked, is the natural-log log-sum-exp of the scaled scores,
+    fp32 ``[B, H, S]`` (fp64 for fp64 inputs).
+    """
+    batch, heads, seq_len, head_dim = q.shape
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    qc, kc, vc = (t.to(compute) for t in (q, k, v))
+    if plan.perm is not None:
+        qc, kc, vc = (permute_tokens(t, plan.perm) for t in (qc, kc, vc))
+    out = torch.empty_like(qc)
+    lse = torch.empty(batch, heads, seq_len, dtype=compute, device=q.device)
+    rows_per_chunk = max(plan.block_q, _CHUNK_ELEMENTS // max(1, batch * heads * seq_len))
+    rows_per_chunk -= rows_per_chunk % plan.block_q
+    for start in range(0, seq_len, rows_per_chunk):
+        rows = slice(start, min(seq_len, start + rows_per_chunk))
+        scores = torch.matmul(qc[:, :, rows], kc.transpose(-1, -2)) * scale
+        scores.masked_fill_(~token_mask_rows(plan, rows, batch), float("-inf"))
+        row_lse = torch.logsumexp(scores, dim=-1)
+        weights = torch.exp(scores - row_lse.nan_to_num(neginf=0.0)[..., None])
+        out[:, :, rows] = torch.matmul(weights, vc)
+        lse[:, :, rows] = row_lse
+    if plan.perm is not None:
+        out, lse = unpermute_tokens(out, plan.perm), unpermute_tokens(lse, plan.perm)
+    out = out.to(q.dtype)
+    if return_lse:
+        return out, (lse if compute == torch.float64 else lse.float())
+    return out

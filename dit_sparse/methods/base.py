@@ -1,0 +1,103 @@
+"""The method protocol: what every sparse attention method implements, and its shared schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+
+from ..layout import TokenLayout
+
+
+@dataclass
+class AttentionCall:
+    """Everything a method may use to decide one self-attention call, besides q, k and v.
+
+    ``cache`` belongs to the current guidance branch and lives for one generation (diffusers
+    resets it at the end of every pipeline call); key what you store by layer and shape.
+    ``info`` is written by the method and ends up in ``handle.report()``: ``density`` (a float
+    or a 0-d tensor), ``kind`` (a short label such as ``"sparse"`` or ``"search"``) and any
+    method-specific entries.
+    """
+
+    layout: TokenLayout
+    layer: int
+    num_layers: int
+    step: int
+    num_steps: int | None
+    branch: str
+    cache: dict[Any, Any]
+    scale: float | None = None
+    head_offset: int = 0
+    total_heads: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _resolve_count(value: int | float, total: int | None) -> int:
+    """An int is a count; a float in [0, 1] is a share of ``total`` (rounded)."""
+    if isinstance(value, float):
+        if total is None:
+            return 0
+        return round(value * total)
+    return value
+
+
+@dataclass
+class SparseMethod:
+    """Base of every method config: the dense schedule every method shares.
+
+    Fields:
+        dense_steps: leading denoising steps run dense. An int counts steps; a float in
+            [0, 1] is a share of the pipeline's step count (0.2 of 50 steps = 10).
+        dense_final_steps: trailing steps run dense (some users of Radial ask for this).
+        dense_layers: leading attention layers run dense (an int, or a float share).
+    """
+
+    name: ClassVar[str] = "base"
+
+    dense_steps: int | float = 0
+    dense_final_steps: int = 0
+    dense_layers: int | float = 0
+
+    def __post_init__(self) -> None:
+        for name in ("dense_steps", "dense_layers"):
+            value = getattr(self, name)
+            if isinstance(value, float) and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} as a float is a share of the total, in [0, 1]; got {value}")
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.dense_final_steps < 0:
+            raise ValueError(f"dense_final_steps must be >= 0, got {self.dense_final_steps}")
+
+    def check_layout(self, layout: TokenLayout) -> None:
+        """Raise ``ValueError`` if this method cannot take ``layout`` (say which methods can)."""
+
+    def runs_dense(self, call: AttentionCall) -> bool:
+        """Whether the schedule keeps this call dense (warm-up steps, final steps, first layers)."""
+        if call.step < _resolve_count(self.dense_steps, call.num_steps):
+            return True
+        if (
+            self.dense_final_steps
+            and call.num_steps is not None
+            and call.step >= call.num_steps - self.dense_final_steps
+        ):
+            return True
+        return call.layer < _resolve_count(self.dense_layers, call.num_layers)
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall
+    ) -> torch.Tensor:
+        """Sparse attention for one call, ``[B, H, S, D]`` in and out, in the original order."""
+        raise NotImplementedError(f"{type(self).__name__} has no sparse attention")
+
+    def reset(self) -> None:
+        """Drop whatever the method caches across generations (called by ``remove``)."""
+
+    def report_lines(self, records: list[dict[str, Any]]) -> list[str]:
+        """Method-specific lines for ``handle.report()`` (records are those of this method)."""
+        return []
+
+    def options(self) -> dict[str, Any]:
+        """The config as a plain dict (for reports and results files)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}

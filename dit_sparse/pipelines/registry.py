@@ -1,0 +1,106 @@
+"""Model adapters, registered by transformer class: what dit_sparse needs to know per model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from ..layout import TokenLayout
+
+
+class ModelAdapter(Protocol):
+    """How one transformer family exposes its video self-attention.
+
+    ``attention_modules`` lists the self-attention modules to handle, in depth order;
+    ``layout`` reads the token layout from the transformer's forward arguments (only there is
+    the video shape visible: inside a processor there is just ``[B, S, C]``).
+    """
+
+    transformer_class: str
+    family: str
+
+    def attention_modules(self, transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]: ...
+
+    def layout(
+        self, transformer: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> TokenLayout: ...
+
+
+@dataclass(frozen=True)
+class VideoSizeRule:
+    """Which (frames, height, width) a pipeline family accepts, for checks before loading."""
+
+    frame_step: int = 4  # frames = frame_step * n + 1
+    spatial_multiple: int = 16
+    single_frame: bool = False  # image models: frames must be 1
+
+    def check(self, frames: int, height: int, width: int) -> None:
+        if self.single_frame:
+            if frames != 1:
+                raise ValueError(f"this is an image model: --frames must be 1, got {frames}")
+        elif frames < 1 or (frames - 1) % self.frame_step:
+            lower = max(1, (frames - 1) // self.frame_step * self.frame_step + 1)
+            raise ValueError(
+                f"frames must be {self.frame_step}*n + 1 (e.g. {lower} or {lower + self.frame_step}), got {frames}"
+            )
+        for name, value in (("height", height), ("width", width)):
+            if value < self.spatial_multiple or value % self.spatial_multiple:
+                near = max(self.spatial_multiple, round(value / self.spatial_multiple) * self.spatial_multiple)
+                raise ValueError(
+                    f"{name} must be a positive multiple of {self.spatial_multiple} (e.g. {near}), got {value}"
+                )
+
+
+_ADAPTERS: dict[str, ModelAdapter] = {}
+
+
+def register_adapter(adapter: ModelAdapter) -> ModelAdapter:
+    """Register ``adapter`` for its transformer class name (subclasses match too)."""
+    _ADAPTERS[adapter.transformer_class] = adapter
+    return adapter
+
+
+def _load_builtin_adapters() -> None:
+    from . import wan  # noqa: F401  (registers on import)
+
+    for name in ("hunyuan_video", "cogvideox", "ltx", "flux"):
+        try:
+            __import__(f"{__package__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__package__}.{name}":
+                raise
+
+
+def supported_transformers() -> list[str]:
+    _load_builtin_adapters()
+    return sorted(_ADAPTERS)
+
+
+def get_adapter(transformer: torch.nn.Module) -> ModelAdapter:
+    """The adapter for ``transformer``; ``ValueError`` naming the supported classes if none."""
+    _load_builtin_adapters()
+    for cls in type(transformer).__mro__:
+        if cls.__name__ in _ADAPTERS:
+            return _ADAPTERS[cls.__name__]
+    raise ValueError(
+        f"dit_sparse does not support {type(transformer).__name__}; supported transformer "
+        f"classes: {', '.join(supported_transformers())}"
+    )
+
+
+def forward_argument(args: tuple[Any, ...], kwargs: dict[str, Any], name: str, position: int) -> Any:
+    """A forward argument given either by keyword or by position."""
+    if name in kwargs:
+        return kwargs[name]
+    return args[position] if len(args) > position else None
+
+
+def size_rule_for(family: str) -> VideoSizeRule | None:
+    """The video size rule of an adapter family (``"wan"``, ...), None if unknown."""
+    _load_builtin_adapters()
+    for adapter in _ADAPTERS.values():
+        if adapter.family == family:
+            return getattr(adapter, "size_rule", None)
+    return None

@@ -1,0 +1,145 @@
+"""`BlockPlan`: the one structure between every sparse method and the attention kernel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def num_blocks(seq_len: int, block: int) -> int:
+    return -(-seq_len // block)
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """Which key blocks each query block attends to, per (batch, head).
+
+    Like FlexAttention's ``BlockMask``: ``kv_indices[b, h, i, :kv_counts[b, h, i]]`` lists,
+    in ascending order, the key blocks that query block ``i`` of head ``h`` attends to; the
+    entries past ``kv_counts`` are padding and never read. A batch dimension of 1 broadcasts
+    over the batch. The last block of a sequence may be ragged (``seq_len`` is not a multiple
+    of the block size); its missing tokens are masked.
+
+    ``perm`` (optional, int64 ``[B|1, H, S]``) says that the plan is written in a permuted
+    token order: position ``p`` of head ``h`` holds original token ``perm[b, h, p]``. Sparse
+    VideoGen uses it to make temporal heads block-dense. The output is always returned in the
+    original order.
+    """
+
+    kv_indices: torch.Tensor
+    kv_counts: torch.Tensor
+    block_q: int
+    block_k: int
+    seq_len: int
+    perm: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.kv_indices.dim() != 4 or self.kv_counts.dim() != 3:
+            raise ValueError(
+                "BlockPlan expects kv_indices [B|1, H, nq, max_kv] and kv_counts [B|1, H, nq], "
+                f"got {tuple(self.kv_indices.shape)} and {tuple(self.kv_counts.shape)}"
+            )
+        if self.kv_indices.shape[:3] != self.kv_counts.shape:
+            raise ValueError("BlockPlan kv_indices and kv_counts disagree on [B, H, nq]")
+        if self.kv_counts.shape[2] != self.num_q_blocks:
+            raise ValueError(
+                f"BlockPlan has {self.kv_counts.shape[2]} query blocks, but seq_len "
+                f"{self.seq_len} with block_q {self.block_q} needs {self.num_q_blocks}"
+            )
+        if self.perm is not None and (
+            self.perm.dim() != 3
+            or self.perm.shape[-1] != self.seq_len
+            or self.perm.shape[1] != self.heads
+        ):
+            raise ValueError(
+                f"BlockPlan.perm must be [B|1, {self.heads}, {self.seq_len}], "
+                f"got {tuple(self.perm.shape)}"
+            )
+
+    @property
+    def batch(self) -> int:
+        return self.kv_counts.shape[0]
+
+    @property
+    def heads(self) -> int:
+        return self.kv_counts.shape[1]
+
+    @property
+    def num_q_blocks(self) -> int:
+        return num_blocks(self.seq_len, self.block_q)
+
+    @property
+    def num_k_blocks(self) -> int:
+        return num_blocks(self.seq_len, self.block_k)
+
+    @property
+    def max_kv(self) -> int:
+        return self.kv_indices.shape[-1]
+
+    @property
+    def density(self) -> float:
+        """Share of (query, key) token pairs computed, averaged over batch and heads."""
+        return self.density_per_head().mean().item()
+
+    def density_per_head(self) -> torch.Tensor:
+        """fp32 ``[B|1, H]``: share of (query, key) token pairs each head computes."""
+        q_sizes = _block_sizes(self.seq_len, self.block_q, self.kv_counts.device)
+        k_sizes = _block_sizes(self.seq_len, self.block_k, self.kv_counts.device)
+        pairs = self.to_block_mask().float() * q_sizes[:, None] * k_sizes[None, :]
+        return pairs.sum((-1, -2)) / float(self.seq_len) ** 2
+
+    @staticmethod
+    def from_block_mask(
+        mask: torch.Tensor, block_q: int, block_k: int, seq_len: int, perm: torch.Tensor | None = None
+    ) -> BlockPlan:
+        """Build a plan from ``bool[B|1, H, nq, nk]`` (or ``[nq, nk]``, one head, batch 1)."""
+        if mask.dtype != torch.bool:
+            raise TypeError(f"block mask must be bool, got {mask.dtype}")
+        while mask.dim() < 4:
+            mask = mask.unsqueeze(0)
+        nq, nk = num_blocks(seq_len, block_q), num_blocks(seq_len, block_k)
+        if mask.shape[-2:] != (nq, nk):
+            raise ValueError(
+                f"block mask is {tuple(mask.shape[-2:])} blocks, seq_len {seq_len} with blocks "
+                f"({block_q}, {block_k}) needs ({nq}, {nk})"
+            )
+        counts = mask.sum(-1, dtype=torch.int32)
+        max_kv = max(int(counts.max().item()), 1)
+        # A stable descending sort puts the kept key blocks first, in ascending order.
+        order = torch.sort(mask.to(torch.int8), dim=-1, descending=True, stable=True).indices
+        indices = order[..., :max_kv].to(torch.int32).contiguous()
+        return BlockPlan(indices, counts.contiguous(), block_q, block_k, seq_len, perm)
+
+    @staticmethod
+    def dense(
+        batch: int, heads: int, seq_len: int, block_q: int = 128, block_k: int = 128, device=None
+    ) -> BlockPlan:
+        """A plan in which every query block attends to every key block."""
+        nq, nk = num_blocks(seq_len, block_q), num_blocks(seq_len, block_k)
+        indices = torch.arange(nk, dtype=torch.int32, device=device).expand(batch, heads, nq, nk)
+        counts = torch.full((batch, heads, nq), nk, dtype=torch.int32, device=device)
+        return BlockPlan(indices.contiguous(), counts, block_q, block_k, seq_len)
+
+    def to_block_mask(self) -> torch.Tensor:
+        """``bool[B|1, H, nq, nk]``: True where a (query block, key block) pair is computed."""
+        slots = torch.arange(self.max_kv, device=self.kv_counts.device)
+        valid = slots < self.kv_counts[..., None]
+        # Padding slots land in a spare last column, which is dropped.
+        index = torch.where(valid, self.kv_indices.long(), self.num_k_blocks)
+        mask = torch.zeros(
+            *self.kv_counts.shape, self.num_k_blocks + 1, dtype=torch.bool, device=valid.device
+        )
+        return mask.scatter_(-1, index, True)[..., : self.num_k_blocks]
+
+    def to(self, device: torch.device | str) -> BlockPlan:
+        perm = None if self.perm is None else self.perm.to(device)
+        return BlockPlan(
+            self.kv_indices.to(device), self.kv_counts.to(device), self.block_q, self.block_k,
+            self.seq_len, perm,
+        )
+
+
+def _block_sizes(seq_len: int, block: int, device) -> torch.Tensor:
+    starts = torch.arange(0, seq_len, block, device=device)
+    return (torch.clamp(starts + block, max=seq_len) - starts).float()

@@ -1,0 +1,96 @@
+"""`SparseAttentionProcessor`: wraps a model's own attention processor and replaces only the
+core attention call.
+
+The wrapped processor still does everything it normally does (projections, norms, RoPE,
+output projection). While it runs, a ``TorchFunctionMode`` catches its call to
+``F.scaled_dot_product_attention`` (diffusers' native backend makes that call, and so do
+processors that call SDPA directly) and routes the self-attention one, ``[B, H, S, D]``, to the
+method. One wrapper serves every model instead of a copy of each model's processor.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+if TYPE_CHECKING:
+    from .runtime import SparseRuntime
+
+_SDPA_SIGNATURE = inspect.signature(
+    lambda query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False: None
+)
+# Attributes diffusers sets on a module's processor; they must reach the wrapped one.
+_FORWARDED = frozenset({"_attention_backend", "_parallel_config"})
+
+
+class _AttentionInterceptor(TorchFunctionMode):
+    def __init__(self, processor: SparseAttentionProcessor) -> None:
+        super().__init__()
+        self.processor = processor
+        self.handled = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            bound = _SDPA_SIGNATURE.bind(*args, **kwargs)
+            bound.apply_defaults()
+            out = self.processor.runtime.attend(
+                self.processor.layer, func, args, kwargs, **bound.arguments
+            )
+            if out is not None:
+                self.handled += 1
+                return out
+        return func(*args, **kwargs)
+
+
+class SparseAttentionProcessor:
+    """Runs ``inner`` with its self-attention computed by the runtime's sparse method.
+
+    Outside a tracked transformer forward (no layout known) it is exactly ``inner``.
+    Use `wrap_processor` to build one: it keeps ``inner``'s call signature, which
+    diffusers' older ``Attention`` class inspects to filter keyword arguments.
+    """
+
+    def __init__(self, inner: Any, layer: int, runtime: SparseRuntime) -> None:
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "layer", layer)
+        object.__setattr__(self, "runtime", runtime)
+
+    def __call__(self, attn: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if self.runtime.tracker.current is None:
+            return self.inner(attn, *args, **kwargs)
+        interceptor = _AttentionInterceptor(self)
+        with interceptor:
+            out = self.inner(attn, *args, **kwargs)
+        if not interceptor.handled:
+            self.runtime.warn_unhandled(self)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        target = self.inner if name in _FORWARDED else self
+        object.__setattr__(target, name, value)
+
+    def __repr__(self) -> str:
+        return f"SparseAttentionProcessor(layer={self.layer}, inner={type(self.inner).__name__})"
+
+
+@functools.cache
+def _wrapper_class(inner_cls: type) -> type[SparseAttentionProcessor]:
+    def __call__(self, attn, *args, **kwargs):
+        return SparseAttentionProcessor.__call__(self, attn, *args, **kwargs)
+
+    __call__.__signature__ = inspect.signature(inner_cls.__call__)
+    return type(f"Sparse{inner_cls.__name__}", (SparseAttentionProcessor,), {"__call__": __call__})
+
+
+def wrap_processor(inner: Any, layer: int, runtime: SparseRuntime) -> SparseAttentionProcessor:
+    """A `SparseAttentionProcessor` around ``inner`` that reports ``inner``'s call signature."""
+    return _wrapper_class(type(inner))(inner, layer, runtime)

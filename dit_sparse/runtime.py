@@ -1,0 +1,141 @@
+"""`SparseRuntime`: one transformer, its method, its processors, its step tracking."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .methods.base import AttentionCall, SparseMethod
+from .pipelines.registry import ModelAdapter
+from .processor import SparseAttentionProcessor, wrap_processor
+from .stats import AttentionRecord, CallTimer, StatsRecorder
+from .tracking import StepTrackingHook, attach_tracking, detach_tracking
+from .utils import warn_once
+
+
+class SparseRuntime:
+    """Attaches ``method`` to one transformer; `detach` restores it exactly."""
+
+    def __init__(
+        self,
+        transformer: torch.nn.Module,
+        name: str,
+        method: SparseMethod,
+        adapter: ModelAdapter,
+        stats: StatsRecorder,
+        num_steps_fallback: Callable[[], int | None],
+    ) -> None:
+        self.transformer = transformer
+        self.name = name
+        self.method = method
+        self.adapter = adapter
+        self.stats = stats
+        self.tracker = StepTrackingHook(adapter, num_steps_fallback)
+        self.modules = adapter.attention_modules(transformer)
+        self._original: list[Any] = []
+        self._checked_layouts: set = set()
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.modules)
+
+    def attach(self) -> None:
+        for layer, (_, module) in enumerate(self.modules):
+            self._original.append(module.processor)
+            module.set_processor(wrap_processor(module.processor, layer, self))
+        attach_tracking(self.transformer, self.tracker)
+
+    def detach(self) -> None:
+        for (_, module), original in zip(self.modules, self._original):
+            if isinstance(module.processor, SparseAttentionProcessor):
+                module.set_processor(original)
+        self._original.clear()
+        detach_tracking(self.transformer)
+        self.method.reset()
+
+    def warn_unhandled(self, processor: SparseAttentionProcessor) -> None:
+        backend = getattr(processor.inner, "_attention_backend", None)
+        warn_once(
+            f"unhandled:{id(self)}",
+            f"dit_sparse saw no scaled_dot_product_attention call in {type(processor.inner).__name__} "
+            f"(attention backend {backend!r}); that layer ran the model's own attention, dense. "
+            "Use diffusers' native attention backend (the default) for sparse attention.",
+        )
+
+    def attend(
+        self,
+        layer: int,
+        func: Callable[..., torch.Tensor],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        dropout_p: float,
+        is_causal: bool,
+        scale: float | None,
+        enable_gqa: bool,
+    ) -> torch.Tensor | None:
+        """Compute one intercepted SDPA call, or return None to let the original run.
+
+        Only the self-attention over the transformer's whole token layout is taken; other
+        calls in the same processor (Wan I2V's image cross-attention) pass through.
+        """
+        current = self.tracker.current
+        layout = current.layout
+        if query.dim() != 4 or not query.shape[-2] == key.shape[-2] == layout.seq_len:
+            return None
+        if dropout_p or is_causal or query.shape[1] != key.shape[1]:
+            warn_once(
+                f"unsupported-sdpa:{id(self)}",
+                "dit_sparse got an attention call with dropout, is_causal or grouped heads, which "
+                "it does not handle; those calls run dense.",
+            )
+            return None
+        call = AttentionCall(
+            layout=layout,
+            layer=layer,
+            num_layers=self.num_layers,
+            step=current.step,
+            num_steps=current.num_steps,
+            branch=current.branch,
+            cache=current.cache,
+            scale=scale,
+            total_heads=query.shape[1],
+        )
+        timer = CallTimer(query.device)
+        if self.method.runs_dense(call):
+            out = func(*args, **kwargs)
+            call.info.setdefault("kind", "dense")
+            call.info.setdefault("density", 1.0)
+        elif attn_mask is not None:
+            warn_once(
+                f"attn-mask:{id(self)}",
+                f"{self.adapter.family} passes an attention mask that {self.method.name} cannot take; "
+                "those calls run dense.",
+            )
+            out = func(*args, **kwargs)
+            call.info.update(kind="dense", density=1.0)
+        else:
+            if layout not in self._checked_layouts:
+                self.method.check_layout(layout)
+                self._checked_layouts.add(layout)
+            out = self.method.attend(query, key, value, call)
+            call.info.setdefault("kind", "sparse")
+        self.stats.add(
+            AttentionRecord(
+                transformer=self.name,
+                layer=layer,
+                step=call.step,
+                branch=call.branch,
+                heads=query.shape[1],
+                seq_len=layout.seq_len,
+                info=call.info,
+                timer=timer.stop(),
+            )
+        )
+        return out

@@ -1,0 +1,54 @@
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import pytest
+
+from dit_sparse.cli import main
+
+
+def test_generate_writes_readable_mp4(tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    code = main(["generate", "--model", "tiny-wan", "--method", "dense", "--frames", "9",
+                 "--height", "32", "--width", "48", "--steps", "2", "--output", str(out)])
+    assert code == 0
+    video = iio.imread(out)
+    assert video.shape == (9, 32, 48, 3)
+    printed = capsys.readouterr().out
+    assert "random weights" in printed and "wall" in printed and "density 1.000" in printed
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no temporary left behind
+
+
+@pytest.mark.parametrize(
+    "args,reason",
+    [
+        (["--frames", "16"], "frames must be 4*n + 1"),
+        (["--height", "60"], "multiple of 16"),
+        (["--method", "nope"], "unknown method"),
+        (["--option", "bogus=1"], "bad option"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--output", "x.gif"], "--output must end in .mp4"),
+        (["--model", "not-a-model"], "neither a preset"),
+    ],
+)
+def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, reason):
+    out = tmp_path / "x.mp4"
+    if "--output" not in args:
+        args = [*args, "--output", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "dit_sparse.cli", "generate", "--steps", "1", *args],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and reason in lines[0], proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_hub_weights_name_the_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    from dit_sparse.pipelines.loading import ModelUnavailableError, load_pipeline
+
+    with pytest.raises(ModelUnavailableError, match="huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B-Diffusers"):
+        load_pipeline("Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
