@@ -1,9 +1,9 @@
 """dit-sparse: sparse attention for video diffusion transformers in diffusers.
 
-    handle = dit_sparse.apply(pipe, "radial")   # or dit_sparse.Radial(...), "svg", "adaspa"
-    video = pipe(...).frames[0]
-    print(handle.report())
-    dit_sparse.remove(pipe)
+handle = dit_sparse.apply(pipe, "radial")   # or dit_sparse.Radial(...), "svg", "adaspa"
+video = pipe(...).frames[0]
+print(handle.report())
+dit_sparse.remove(pipe)
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ _TRANSFORMER_NAMES = ("transformer", "transformer_2")
 class SparseHandle:
     """What `apply` returns: the attached method, its statistics and the way back."""
 
-    def __init__(self, target: Any, method: SparseMethod, runtimes: list[SparseRuntime], stats: StatsRecorder):
+    def __init__(
+        self, target: Any, method: SparseMethod, runtimes: list[SparseRuntime], stats: StatsRecorder
+    ):
         self.target = target
         self.method = method
         self.runtimes = runtimes
@@ -113,7 +115,9 @@ def handle_of(target: Any) -> SparseHandle | None:
 
 
 @contextlib.contextmanager
-def attached(target: Any, method: str | SparseMethod = "dense", **options: Any) -> Iterator[SparseHandle]:
+def attached(
+    target: Any, method: str | SparseMethod = "dense", **options: Any
+) -> Iterator[SparseHandle]:
     """``with attached(pipe, "radial"): ...``: `apply` on entry, `remove` on exit."""
     handle = apply(target, method, **options)
     try:

@@ -49,7 +49,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device} asked for, but no CUDA GPU is visible; use --device cpu")
+        raise UsageError(
+            f"--device {device} asked for, but no CUDA GPU is visible; use --device cpu"
+        )
     if not (device == "cpu" or device.startswith("cuda")):
         raise UsageError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
     return device
@@ -83,13 +85,19 @@ def add_generation_args(parser: argparse.ArgumentParser, default_model: str) -> 
     parser.add_argument("--model", default=default_model, help="preset name, hub id or local path")
     parser.add_argument("--prompt", default="a red ball rolls left")
     parser.add_argument("--negative-prompt", default=None)
-    parser.add_argument("--frames", type=int, default=None, help="pixel frames (default: the preset's)")
+    parser.add_argument(
+        "--frames", type=int, default=None, help="pixel frames (default: the preset's)"
+    )
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (pipeline default)")
+    parser.add_argument(
+        "--guidance", type=float, default=None, help="guidance scale (pipeline default)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    parser.add_argument("--dtype", choices=DTYPES, default=None, help="default: float32 on CPU, bfloat16 on GPU")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default=None, help="default: float32 on CPU, bfloat16 on GPU"
+    )
 
 
 def fill_size_defaults(args: argparse.Namespace) -> None:
@@ -97,7 +105,9 @@ def fill_size_defaults(args: argparse.Namespace) -> None:
     from .pipelines.presets import PRESETS
 
     preset = PRESETS.get(args.model)
-    defaults = (preset.frames, preset.height, preset.width, preset.steps) if preset else (81, 480, 832, 50)
+    defaults = (
+        (preset.frames, preset.height, preset.width, preset.steps) if preset else (81, 480, 832, 50)
+    )
     for name, value in zip(("frames", "height", "width", "steps"), defaults):
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -111,7 +121,9 @@ def _generate(args: argparse.Namespace) -> int:
     check_video_args(args.model, args.frames, args.height, args.width, args.steps)
     suffix = Path(args.output).suffix.lower()
     if suffix not in (".mp4", ".png") or (suffix == ".png" and args.frames != 1):
-        raise UsageError(f"--output must end in .mp4 (.png only for --frames 1), got {args.output!r}")
+        raise UsageError(
+            f"--output must end in .mp4 (.png only for --frames 1), got {args.output!r}"
+        )
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
 
@@ -122,12 +134,20 @@ def _generate(args: argparse.Namespace) -> int:
     from .pipelines.presets import PRESETS
 
     if args.model in PRESETS and PRESETS[args.model].random_weights:
-        print(f"note: {args.model} has random weights: its videos are for smoke tests and speed, not for looks")
+        print(
+            f"note: {args.model} has random weights: its videos are for smoke tests and speed, not for looks"
+        )
     pipe = load_pipeline(args.model, device=device, dtype=dtype)
     handle = dit_sparse.apply(pipe, method)
     request = GenerationRequest(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, frames=args.frames,
-        height=args.height, width=args.width, steps=args.steps, guidance=args.guidance, seed=args.seed,
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        frames=args.frames,
+        height=args.height,
+        width=args.width,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
     )
     result = generate(pipe, request, progress=True)
     save_frames(result.frames, args.output, fps=args.fps)
@@ -149,7 +169,9 @@ def _masks(args: argparse.Namespace) -> int:
 
     method = build_method(args.method, parse_options(args.option))
     if not hasattr(method, "block_mask"):
-        raise UsageError(f"{method.name} decides its mask online from q and k; static masks: radial")
+        raise UsageError(
+            f"{method.name} decides its mask online from q and k; static masks: radial"
+        )
     try:
         layout = layout_for(args.model, args.frames, args.height, args.width)
         mask = method.block_mask(layout)
@@ -179,8 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="generate a video with a sparse attention method")
     add_generation_args(gen, default_model="tiny-wan")
     gen.add_argument("--method", default="dense", help=f"one of {', '.join(METHODS)}")
-    gen.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                     help="a method option, e.g. -o decay_factor=0.5 (repeatable)")
+    gen.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method option, e.g. -o decay_factor=0.5 (repeatable)",
+    )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--fps", type=int, default=16)
     gen.add_argument("--output", default="out.mp4", help="an .mp4 (or .png for one frame)")

@@ -53,5 +53,9 @@ class TokenLayout:
         return slice(start, start + self.text_len)
 
     def describe(self) -> str:
-        text = f" + {self.text_len} text ({'first' if self.text_first else 'last'})" if self.text_len else ""
+        text = (
+            f" + {self.text_len} text ({'first' if self.text_first else 'last'})"
+            if self.text_len
+            else ""
+        )
         return f"{self.frames}x{self.height}x{self.width} = {self.video_tokens} video tokens{text}"

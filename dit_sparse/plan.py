@@ -91,7 +91,11 @@ class BlockPlan:
 
     @staticmethod
     def from_block_mask(
-        mask: torch.Tensor, block_q: int, block_k: int, seq_len: int, perm: torch.Tensor | None = None
+        mask: torch.Tensor,
+        block_q: int,
+        block_k: int,
+        seq_len: int,
+        perm: torch.Tensor | None = None,
     ) -> BlockPlan:
         """Build a plan from ``bool[B|1, H, nq, nk]`` (or ``[nq, nk]``, one head, batch 1)."""
         if mask.dtype != torch.bool:
@@ -135,8 +139,12 @@ class BlockPlan:
     def to(self, device: torch.device | str) -> BlockPlan:
         perm = None if self.perm is None else self.perm.to(device)
         return BlockPlan(
-            self.kv_indices.to(device), self.kv_counts.to(device), self.block_q, self.block_k,
-            self.seq_len, perm,
+            self.kv_indices.to(device),
+            self.kv_counts.to(device),
+            self.block_q,
+            self.block_k,
+            self.seq_len,
+            perm,
         )
 
 

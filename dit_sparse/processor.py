@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from .runtime import SparseRuntime
 
 _SDPA_SIGNATURE = inspect.signature(
-    lambda query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False: None
+    lambda query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False: (
+        None
+    )
 )
 # Attributes diffusers sets on a module's processor; they must reach the wrapped one.
 _FORWARDED = frozenset({"_attention_backend", "_parallel_config"})

@@ -109,7 +109,9 @@ def format_report(method_name: str, records: list[dict[str, Any]], extra: list[s
     for r in records:
         by_step[(r["transformer"], r["step"], r["branch"])].append(r)
         by_layer[(r["transformer"], r["layer"])].append(r)
-    lines.append(f"{'transformer':<14} {'step':>4} {'branch':<11} {'plans':<24} {'density':>7} {'ms':>9} {'calls':>5}")
+    lines.append(
+        f"{'transformer':<14} {'step':>4} {'branch':<11} {'plans':<24} {'density':>7} {'ms':>9} {'calls':>5}"
+    )
     for (name, step, branch), rows in sorted(by_step.items()):
         kinds = ",".join(sorted({r["kind"] for r in rows}))
         s = summarize(rows)
@@ -121,7 +123,9 @@ def format_report(method_name: str, records: list[dict[str, Any]], extra: list[s
     for (name, layer), rows in sorted(by_layer.items()):
         sparse = [r["density"] for r in rows if r["kind"] != "dense"]
         sparse_text = f"{sum(sparse) / len(sparse):.3f}" if sparse else "-"
-        lines.append(f"{name:<14} {layer:>5} {summarize(rows)['mean_density']:>13.3f} {sparse_text:>16}")
+        lines.append(
+            f"{name:<14} {layer:>5} {summarize(rows)['mean_density']:>13.3f} {sparse_text:>16}"
+        )
     total = summarize(records)
     lines.append(
         f"total: {total['calls']} calls, {total['attention_seconds']:.3f} s in attention, "

@@ -11,9 +11,13 @@ def test_dense_reproduces_unpatched_pipeline_and_remove_restores_it(tiny_wan, gu
     before = run_pipe(tiny_wan, guidance)
     processors = [block.attn1.processor for block in tiny_wan.transformer.blocks]
     handle = dit_sparse.apply(tiny_wan, "dense")
-    assert all(isinstance(b.attn1.processor, SparseAttentionProcessor) for b in tiny_wan.transformer.blocks)
+    assert all(
+        isinstance(b.attn1.processor, SparseAttentionProcessor) for b in tiny_wan.transformer.blocks
+    )
     # Cross-attention is untouched.
-    assert not any(isinstance(b.attn2.processor, SparseAttentionProcessor) for b in tiny_wan.transformer.blocks)
+    assert not any(
+        isinstance(b.attn2.processor, SparseAttentionProcessor) for b in tiny_wan.transformer.blocks
+    )
     dense = run_pipe(tiny_wan, guidance)
     assert (dense - before).abs().max() <= 1e-6
     records = handle.records()
@@ -22,7 +26,10 @@ def test_dense_reproduces_unpatched_pipeline_and_remove_restores_it(tiny_wan, gu
     assert {r["branch"] for r in records} == branches
     dit_sparse.remove(tiny_wan)
     assert [b.attn1.processor for b in tiny_wan.transformer.blocks] == processors
-    assert not hasattr(tiny_wan.transformer._diffusers_hook, "hooks") or "dit_sparse" not in tiny_wan.transformer._diffusers_hook.hooks
+    assert (
+        not hasattr(tiny_wan.transformer._diffusers_hook, "hooks")
+        or "dit_sparse" not in tiny_wan.transformer._diffusers_hook.hooks
+    )
     assert torch.equal(run_pipe(tiny_wan, guidance), before)
 
 

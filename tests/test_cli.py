@@ -9,8 +9,25 @@ from dit_sparse.cli import main
 
 def test_generate_writes_readable_mp4(tmp_path, capsys):
     out = tmp_path / "clip.mp4"
-    code = main(["generate", "--model", "tiny-wan", "--method", "dense", "--frames", "9",
-                 "--height", "32", "--width", "48", "--steps", "2", "--output", str(out)])
+    code = main(
+        [
+            "generate",
+            "--model",
+            "tiny-wan",
+            "--method",
+            "dense",
+            "--frames",
+            "9",
+            "--height",
+            "32",
+            "--width",
+            "48",
+            "--steps",
+            "2",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     video = iio.imread(out)
     assert video.shape == (9, 32, 48, 3)
@@ -37,7 +54,9 @@ def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, reason):
         args = [*args, "--output", str(out)]
     proc = subprocess.run(
         [sys.executable, "-m", "dit_sparse.cli", "generate", "--steps", "1", *args],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -50,5 +69,7 @@ def test_missing_hub_weights_name_the_id(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     from dit_sparse.pipelines.loading import ModelUnavailableError, load_pipeline
 
-    with pytest.raises(ModelUnavailableError, match="huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B-Diffusers"):
+    with pytest.raises(
+        ModelUnavailableError, match="huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+    ):
         load_pipeline("Wan-AI/Wan2.1-T2V-1.3B-Diffusers")

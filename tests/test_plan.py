@@ -12,7 +12,9 @@ def random_mask(batch, heads, nq, nk, generator):
     return mask
 
 
-@pytest.mark.parametrize("seq_len,block_q,block_k", [(200, 32, 16), (333, 64, 64), (64, 64, 32), (100, 32, 64)])
+@pytest.mark.parametrize(
+    "seq_len,block_q,block_k", [(200, 32, 16), (333, 64, 64), (64, 64, 32), (100, 32, 64)]
+)
 def test_block_mask_round_trip(seq_len, block_q, block_k):
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     nq, nk = -(-seq_len // block_q), -(-seq_len // block_k)

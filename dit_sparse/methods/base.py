@@ -64,7 +64,9 @@ class SparseMethod:
         for name in ("dense_steps", "dense_layers"):
             value = getattr(self, name)
             if isinstance(value, float) and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} as a float is a share of the total, in [0, 1]; got {value}")
+                raise ValueError(
+                    f"{name} as a float is a share of the total, in [0, 1]; got {value}"
+                )
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if self.dense_final_steps < 0:

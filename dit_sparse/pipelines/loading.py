@@ -31,14 +31,21 @@ def model_family(model: str) -> str | None:
     if model in KNOWN_MODELS:
         return KNOWN_MODELS[model]
     name = model.lower()
-    for needle, family in (("wan", "wan"), ("hunyuan", "hunyuan_video"), ("cogvideo", "cogvideox"),
-                           ("ltx", "ltx"), ("flux", "flux")):
+    for needle, family in (
+        ("wan", "wan"),
+        ("hunyuan", "hunyuan_video"),
+        ("cogvideo", "cogvideox"),
+        ("ltx", "ltx"),
+        ("flux", "flux"),
+    ):
         if needle in name:
             return family
     return None
 
 
-def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+def load_pipeline(
+    model: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+):
     """A diffusers pipeline for ``model``: a preset name, a hub id or a local directory.
 
     Hub ids load through ``DiffusionPipeline.from_pretrained`` (from the local cache when

@@ -30,7 +30,12 @@ class Preset:
 
 
 def _tiny_wan():
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
 
     torch.manual_seed(0)
     transformer = WanTransformer3DModel(

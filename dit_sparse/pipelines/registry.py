@@ -21,7 +21,9 @@ class ModelAdapter(Protocol):
     transformer_class: str
     family: str
 
-    def attention_modules(self, transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]: ...
+    def attention_modules(
+        self, transformer: torch.nn.Module
+    ) -> list[tuple[str, torch.nn.Module]]: ...
 
     def layout(
         self, transformer: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -47,7 +49,10 @@ class VideoSizeRule:
             )
         for name, value in (("height", height), ("width", width)):
             if value < self.spatial_multiple or value % self.spatial_multiple:
-                near = max(self.spatial_multiple, round(value / self.spatial_multiple) * self.spatial_multiple)
+                near = max(
+                    self.spatial_multiple,
+                    round(value / self.spatial_multiple) * self.spatial_multiple,
+                )
                 raise ValueError(
                     f"{name} must be a positive multiple of {self.spatial_multiple} (e.g. {near}), got {value}"
                 )
@@ -90,7 +95,9 @@ def get_adapter(transformer: torch.nn.Module) -> ModelAdapter:
     )
 
 
-def forward_argument(args: tuple[Any, ...], kwargs: dict[str, Any], name: str, position: int) -> Any:
+def forward_argument(
+    args: tuple[Any, ...], kwargs: dict[str, Any], name: str, position: int
+) -> Any:
     """A forward argument given either by keyword or by position."""
     if name in kwargs:
         return kwargs[name]

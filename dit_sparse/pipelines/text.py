@@ -65,7 +65,9 @@ class HashTextEncoder(torch.nn.Module):
     def device(self) -> torch.device:
         return self.table.device
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> SimpleNamespace:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> SimpleNamespace:
         hidden = self.table[input_ids] + self.position_code[: input_ids.shape[1]]
         if attention_mask is not None:
             hidden = hidden * attention_mask[..., None].to(hidden.dtype)
