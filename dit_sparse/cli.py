@@ -126,6 +126,11 @@ def _generate(args: argparse.Namespace) -> int:
         )
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    rank = 0
+    if args.ulysses > 1:
+        from .parallel import init_ulysses
+
+        rank, device = init_ulysses(args.ulysses, device)
 
     import dit_sparse
 
@@ -133,11 +138,15 @@ def _generate(args: argparse.Namespace) -> int:
     from .pipelines.loading import load_pipeline
     from .pipelines.presets import PRESETS
 
-    if args.model in PRESETS and PRESETS[args.model].random_weights:
+    if rank == 0 and args.model in PRESETS and PRESETS[args.model].random_weights:
         print(
             f"note: {args.model} has random weights: its videos are for smoke tests and speed, not for looks"
         )
     pipe = load_pipeline(args.model, device=device, dtype=dtype)
+    if args.ulysses > 1:
+        from .parallel import enable_ulysses
+
+        enable_ulysses(pipe, args.ulysses)
     handle = dit_sparse.apply(pipe, method)
     request = GenerationRequest(
         prompt=args.prompt,
@@ -149,7 +158,9 @@ def _generate(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         seed=args.seed,
     )
-    result = generate(pipe, request, progress=True)
+    result = generate(pipe, request, progress=rank == 0)
+    if rank != 0:  # every rank holds the same video; rank 0 writes and reports it
+        return 0
     save_frames(result.frames, args.output, fps=args.fps)
     summary = handle.summary()
     share = summary["attention_seconds"] / result.seconds if result.seconds else 0.0
@@ -213,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--fps", type=int, default=16)
     gen.add_argument("--output", default="out.mp4", help="an .mp4 (or .png for one frame)")
     gen.add_argument("--report", action="store_true", help="print the per-step/per-layer report")
+    gen.add_argument(
+        "--ulysses",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split heads over N GPUs (launch with torchrun --nproc-per-node N)",
+    )
     gen.set_defaults(func=_generate)
 
     masks = sub.add_parser("masks", help="draw a static method's block mask")

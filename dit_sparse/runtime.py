@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .methods.base import AttentionCall, SparseMethod
+from .parallel import head_partition
 from .pipelines.registry import ModelAdapter
 from .processor import SparseAttentionProcessor, wrap_processor
 from .stats import AttentionRecord, CallTimer, StatsRecorder
@@ -55,6 +56,10 @@ class SparseRuntime:
         detach_tracking(self.transformer)
         self.method.reset()
 
+    def _parallel_config(self, layer: int) -> Any:
+        processor = self.modules[layer][1].processor
+        return getattr(processor, "_parallel_config", None)
+
     def warn_unhandled(self, processor: SparseAttentionProcessor) -> None:
         backend = getattr(processor.inner, "_attention_backend", None)
         warn_once(
@@ -87,6 +92,7 @@ class SparseRuntime:
         """
         current = self.tracker.current
         layout = current.layout
+        heads = head_partition(self._parallel_config(layer), query.shape[1])  # refuses ring
         if query.dim() != 4 or not query.shape[-2] == key.shape[-2] == layout.seq_len:
             return None
         if dropout_p or is_causal or query.shape[1] != key.shape[1]:
@@ -105,7 +111,7 @@ class SparseRuntime:
             branch=current.branch,
             cache=current.cache,
             scale=scale,
-            total_heads=query.shape[1],
+            heads=heads,
         )
         timer = CallTimer(query.device)
         if self.method.runs_dense(call):

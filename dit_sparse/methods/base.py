@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..layout import TokenLayout
+from ..parallel import HeadPartition
 
 
 @dataclass
@@ -16,7 +17,8 @@ class AttentionCall:
 
     ``cache`` belongs to the current guidance branch and lives for one generation (diffusers
     resets it at the end of every pipeline call); key what you store by layer and shape.
-    ``info`` is written by the method and ends up in ``handle.report()``: ``density`` (a float
+    ``heads`` says which global heads this process holds (a slice under Ulysses context
+    parallelism, see `dit_sparse.parallel`). ``info`` is written by the method and ends up in ``handle.report()``: ``density`` (a float
     or a 0-d tensor), ``kind`` (a short label such as ``"sparse"`` or ``"search"``) and any
     method-specific entries.
     """
@@ -29,8 +31,7 @@ class AttentionCall:
     branch: str
     cache: dict[Any, Any]
     scale: float | None = None
-    head_offset: int = 0
-    total_heads: int | None = None
+    heads: HeadPartition | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
 
