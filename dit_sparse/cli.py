@@ -180,17 +180,19 @@ def _masks(args: argparse.Namespace) -> int:
 
     method = build_method(args.method, parse_options(args.option))
     if not hasattr(method, "block_mask"):
-        raise UsageError(
-            f"{method.name} decides its mask online from q and k; static masks: radial"
-        )
+        raise UsageError(f"{method.name} decides its mask online from q and k; static masks: radial")
     try:
         layout = layout_for(args.model, args.frames, args.height, args.width)
         mask = method.block_mask(layout)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    draw_block_mask(mask, args.output, title=f"{method.name} on {args.model} {layout.describe()}")
-    density = mask.float().mean().item()
-    print(f"wrote {args.output}: {tuple(mask.shape)} blocks, block density {density:.3f}")
+    density = method.density(layout)
+    title = (
+        f"{method.name} ({args.model}) {args.frames}x{args.height}x{args.width} px -> "
+        f"{layout.describe()}, {method.block_size_for(layout)}-token blocks"
+    )
+    draw_block_mask(mask, args.output, title, density=density)
+    print(f"wrote {args.output}: {tuple(mask.shape)} blocks, density {density:.3f} of token pairs")
     return 0
 
 
@@ -245,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     methods = sub.add_parser("methods", help="list methods and their options")
     methods.set_defaults(func=_methods)
+
+    from .quality.bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -108,12 +108,10 @@ class BlockPlan:
                 f"block mask is {tuple(mask.shape[-2:])} blocks, seq_len {seq_len} with blocks "
                 f"({block_q}, {block_k}) needs ({nq}, {nk})"
             )
-        counts = mask.sum(-1, dtype=torch.int32)
+        counts, order = _kept_blocks_first(mask)
         max_kv = max(int(counts.max().item()), 1)
-        # A stable descending sort puts the kept key blocks first, in ascending order.
-        order = torch.sort(mask.to(torch.int8), dim=-1, descending=True, stable=True).indices
-        indices = order[..., :max_kv].to(torch.int32).contiguous()
-        return BlockPlan(indices, counts.contiguous(), block_q, block_k, seq_len, perm)
+        indices = order[..., :max_kv].contiguous()
+        return BlockPlan(indices, counts, block_q, block_k, seq_len, perm)
 
     @staticmethod
     def dense(
@@ -136,6 +134,38 @@ class BlockPlan:
         )
         return mask.scatter_(-1, index, True)[..., : self.num_k_blocks]
 
+    def to_flex_block_mask(self):
+        """This plan as a FlexAttention ``BlockMask`` (for baseline benchmarks).
+
+        Kept blocks are full blocks, except those of a ragged last key block: those are
+        partial, so that the compiled kernel applies the ``mask_mod`` there, which drops keys
+        past ``seq_len``. The ``mask_mod`` also encodes the blocks themselves, since eager
+        FlexAttention reads only it. Plans with ``perm`` have no FlexAttention form (permute
+        q, k, v first).
+        """
+        from torch.nn.attention.flex_attention import BlockMask
+
+        if self.perm is not None:
+            raise ValueError("a plan with perm has no BlockMask form; permute q, k, v first")
+        mask = self.to_block_mask()
+        partial = torch.zeros_like(mask)
+        if self.seq_len % self.block_k:
+            partial[..., -1] = mask[..., -1]
+        seq_len, block_q, block_k = self.seq_len, self.block_q, self.block_k
+        plan_batch, plan_heads = mask.shape[:2]
+
+        def in_plan(b, h, q_idx, kv_idx):
+            kept = mask[b % plan_batch, h % plan_heads, q_idx // block_q, kv_idx // block_k]
+            return kept & (kv_idx < seq_len)
+
+        return BlockMask.from_kv_blocks(
+            *_kept_blocks_first(partial),
+            *_kept_blocks_first(mask & ~partial),
+            BLOCK_SIZE=(self.block_q, self.block_k),
+            mask_mod=in_plan,
+            seq_lengths=(seq_len, seq_len),
+        )
+
     def to(self, device: torch.device | str) -> BlockPlan:
         perm = None if self.perm is None else self.perm.to(device)
         return BlockPlan(
@@ -151,3 +181,11 @@ class BlockPlan:
 def _block_sizes(seq_len: int, block: int, device) -> torch.Tensor:
     starts = torch.arange(0, seq_len, block, device=device)
     return (torch.clamp(starts + block, max=seq_len) - starts).float()
+
+
+def _kept_blocks_first(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``bool[..., nk]``: int32 count of kept blocks, and int32 ``[..., nk]`` block
+    indices with the kept ones first, in ascending order."""
+    # A stable descending sort puts the kept key blocks first, in ascending order.
+    order = torch.sort(mask.to(torch.int8), dim=-1, descending=True, stable=True).indices
+    return mask.sum(-1, dtype=torch.int32).contiguous(), order.to(torch.int32)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .masking import attend_without_padding, text_padding
 from .methods.base import AttentionCall, SparseMethod
 from .parallel import head_partition
 from .pipelines.registry import ModelAdapter
@@ -69,6 +70,14 @@ class SparseRuntime:
             "Use diffusers' native attention backend (the default) for sparse attention.",
         )
 
+    def _attend_sparse(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, call: AttentionCall
+    ) -> torch.Tensor:
+        if call.layout not in self._checked_layouts:
+            self.method.check_layout(call.layout)
+            self._checked_layouts.add(call.layout)
+        return self.method.attend(query, key, value, call)
+
     def attend(
         self,
         layer: int,
@@ -119,18 +128,32 @@ class SparseRuntime:
             call.info.setdefault("kind", "dense")
             call.info.setdefault("density", 1.0)
         elif attn_mask is not None:
-            warn_once(
-                f"attn-mask:{id(self)}",
-                f"{self.adapter.family} passes an attention mask that {self.method.name} cannot take; "
-                "those calls run dense.",
-            )
-            out = func(*args, **kwargs)
-            call.info.update(kind="dense", density=1.0)
+            # Text padding (HunyuanVideo) is taken out; other masks cannot be: dense.
+            padding = text_padding(attn_mask, layout, query.shape[0])
+            if padding is None:
+                warn_once(
+                    f"attn-mask:{id(self)}",
+                    f"{self.adapter.family} passes an attention mask ({tuple(attn_mask.shape)}, "
+                    f"{attn_mask.dtype}) that hides more than padded text tokens, which "
+                    f"{self.method.name} cannot take; those calls run dense.",
+                )
+                out = func(*args, **kwargs)
+                call.info.update(kind="dense", density=1.0)
+            else:
+                out = attend_without_padding(
+                    query,
+                    key,
+                    value,
+                    padding,
+                    call,
+                    self._attend_sparse,
+                    lambda rows, k, v, mask: func(
+                        rows, k, v, attn_mask=mask, scale=scale, enable_gqa=enable_gqa
+                    ),
+                )
+                call.info.setdefault("kind", "sparse")
         else:
-            if layout not in self._checked_layouts:
-                self.method.check_layout(layout)
-                self._checked_layouts.add(layout)
-            out = self.method.attend(query, key, value, call)
+            out = self._attend_sparse(query, key, value, call)
             call.info.setdefault("kind", "sparse")
         self.stats.add(
             AttentionRecord(

@@ -17,6 +17,17 @@ KNOWN_MODELS: dict[str, str] = {
     "Wan-AI/Wan2.2-T2V-A14B-Diffusers": "wan",
     "Wan-AI/Wan2.2-I2V-A14B-Diffusers": "wan",
     "Wan-AI/Wan2.2-TI2V-5B-Diffusers": "wan",
+    "hunyuanvideo-community/HunyuanVideo": "hunyuan_video",
+    "hunyuanvideo-community/HunyuanVideo-I2V": "hunyuan_video",
+    "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v": "hunyuan_video15",
+    "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_t2v": "hunyuan_video15",
+    "THUDM/CogVideoX-2b": "cogvideox",
+    "THUDM/CogVideoX-5b": "cogvideox",
+    "THUDM/CogVideoX-5b-I2V": "cogvideox",
+    "THUDM/CogVideoX1.5-5B": "cogvideox",
+    "Lightricks/LTX-Video": "ltx",
+    "black-forest-labs/FLUX.1-dev": "flux",
+    "black-forest-labs/FLUX.1-schnell": "flux",
 }
 
 

@@ -104,6 +104,21 @@ def forward_argument(
     return args[position] if len(args) > position else None
 
 
+def block_modules(
+    transformer: torch.nn.Module, *paths: tuple[str, str]
+) -> list[tuple[str, torch.nn.Module]]:
+    """Module ``attr`` of every block in each block list ``blocks``, in depth order.
+
+    ``block_modules(t, ("transformer_blocks", "attn"), ("single_transformer_blocks", "attn"))``
+    lists ``transformer_blocks.0.attn`` ... then ``single_transformer_blocks.0.attn`` ...
+    """
+    return [
+        (f"{blocks}.{index}.{attr}", getattr(block, attr))
+        for blocks, attr in paths
+        for index, block in enumerate(getattr(transformer, blocks))
+    ]
+
+
 def size_rule_for(family: str) -> VideoSizeRule | None:
     """The video size rule of an adapter family (``"wan"``, ...), None if unknown."""
     _load_builtin_adapters()

@@ -1,0 +1,269 @@
+"""Per-layer attention time of each method against cuDNN's dense SDPA, at Wan's layouts.
+
+    python benchmarks/attention_layer.py [--methods radial,svg,adaspa] [--out PATH]
+    python benchmarks/attention_layer.py --tiny      # seconds on a CPU: a smoke test
+
+q, k, v are ``[1, H, S, 128]`` (bf16 on the GPU) at the Wan2.1 layouts of 480p x 81 frames
+(H = 12, 21x30x52 = 32,760 tokens) and 720p x 81 frames (H = 40, 21x45x80 = 75,600 tokens),
+in two cases:
+
+- ``random``: i.i.d. normal q, k, v. Attention is diffuse, as random weights make it: online
+  methods find no structure to exploit, so their densities here are an upper bound.
+- ``structured``: q = k made of random Fourier features of each token's (frame, row, column),
+  so logits fall off with distance like a Gaussian kernel: half the heads local within a frame
+  (spatial), half local across frames at one place (temporal). Block mass concentrates as in
+  trained video models, which is what AdaSpa's search and SVG's profiling look for.
+
+Each method is called directly, ``method.attend(q, k, v, AttentionCall(...))``, at the last
+layer and at the first step of each kind its default schedule has there (search or profiling,
+reuse, ...; see `common.probe_kinds`), walking those steps in order with a fresh cache per
+repetition, as a new generation would. Recorded per kind: time, the density the method
+reports, and the output's relative error against dense.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from common import (
+    NUM_STEPS,
+    Observation,
+    add_common_args,
+    error_text,
+    first_steps,
+    median,
+    methods_from,
+    probe_kinds,
+    repeat,
+    resolve_args,
+    summarize_walks,
+    timed,
+    write_results,
+)
+
+from dit_sparse.layout import TokenLayout
+from dit_sparse.methods import AttentionCall, SparseMethod, resolve_method
+from dit_sparse.quality.report import fmt, markdown_table
+
+HEAD_DIM = 128
+# name -> (layout, heads, layers of the model it comes from)
+LAYOUTS = {
+    "480p": (TokenLayout(21, 30, 52), 12, 30),
+    "720p": (TokenLayout(21, 45, 80), 40, 40),
+}
+TINY_LAYOUTS = {"tiny": (TokenLayout(5, 8, 16), 2, 2)}
+CASES = ("random", "structured")
+# Logit at zero distance in the structured case: e^12 against ~e^0 far away concentrates
+# almost all of a row's mass near it even among 75,600 keys.
+SHARPNESS = 12.0
+# Kernel widths in (frames, rows, columns) of spatial and temporal heads.
+SPATIAL_SCALE = (0.3, 4.0, 4.0)
+TEMPORAL_SCALE = (6.0, 0.5, 0.5)
+
+
+def structured_qk(
+    layout: TokenLayout, heads: int, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """fp32 ``[1, heads, S, HEAD_DIM]`` with ``q k^T / sqrt(D) ~ SHARPNESS * exp(-|d / scale|^2 / 2)``.
+
+    Random Fourier features (Rahimi and Recht): frequencies drawn with ``1 / scale`` spread,
+    ``[cos, sin]`` of their phase, make dot products approximate the Gaussian kernel.
+    """
+    sizes = (layout.frames, layout.height, layout.width)
+    grid = torch.meshgrid(
+        *(torch.arange(n, device=device, dtype=torch.float32) for n in sizes), indexing="ij"
+    )
+    coords = torch.stack([g.flatten() for g in grid], dim=-1)  # [S, 3]
+    half = heads // 2
+    scales = torch.tensor([SPATIAL_SCALE] * half + [TEMPORAL_SCALE] * (heads - half), device=device)
+    freqs = HEAD_DIM // 2
+    omega = torch.randn(heads, freqs, 3, generator=generator, device=device) / scales[:, None]
+    phase = torch.einsum("sc,hfc->hsf", coords, omega)
+    features = torch.cat([phase.cos(), phase.sin()], dim=-1) / math.sqrt(freqs)
+    return (features * math.sqrt(SHARPNESS * math.sqrt(HEAD_DIM)))[None]
+
+
+def make_qkv(case: str, layout: TokenLayout, heads: int, device, dtype) -> list[torch.Tensor]:
+    generator = torch.Generator(device=device).manual_seed(0)
+    shape = (1, heads, layout.seq_len, HEAD_DIM)
+    v = torch.randn(shape, generator=generator, device=device)
+    if case == "random":
+        q, k = (torch.randn(shape, generator=generator, device=device) for _ in range(2))
+    else:
+        q = k = structured_qk(layout, heads, generator, device)
+    return [t.to(dtype) for t in (q, k, v)]
+
+
+def dense_attention(q, k, v) -> tuple[str, Any]:
+    """The baseline: cuDNN's fused attention on the GPU, PyTorch's default SDPA elsewhere."""
+    if q.device.type != "cuda":
+        return "sdpa (cpu)", functools.partial(F.scaled_dot_product_attention, q, k, v)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def cudnn() -> torch.Tensor:
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return F.scaled_dot_product_attention(q, k, v)
+
+    return "cudnn", cudnn
+
+
+def relative_error(out: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((out.float() - reference.float()).norm() / reference.float().norm())
+
+
+@dataclass
+class MethodPlan:
+    """A method, the layer it is called as, and the first step of each kind it has there."""
+
+    method: SparseMethod
+    layer: int
+    firsts: dict[str, int]
+
+
+def plan_method(name: str, layout: TokenLayout, num_layers: int, device, dtype) -> MethodPlan:
+    method = resolve_method(name)
+    layer = num_layers - 1  # past any leading dense layers of a schedule
+    kinds = probe_kinds(method, layout, num_layers, HEAD_DIM, device, dtype, layers=[layer])
+    return MethodPlan(method, layer, first_steps([row[0] for row in kinds]))
+
+
+def bench_method(plan: MethodPlan, qkv, layout, num_layers, reference, args, device):
+    method, layer = plan.method, plan.layer
+    errors: dict[str, float] = {}
+
+    def walk() -> dict[str, Observation]:
+        cache: dict[Any, Any] = {}  # a new generation: nothing searched yet
+        seen = {}
+        for label, step in plan.firsts.items():
+            call = AttentionCall(layout, layer, num_layers, step, NUM_STEPS, "cond", cache)
+            seconds, out = timed(functools.partial(method.attend, *qkv, call), device)
+            errors[label] = relative_error(out, reference)
+            kind = call.info.get("kind", "sparse")
+            seen[label] = Observation(seconds, kind, float(call.info.get("density", 1.0)))
+        return seen
+
+    steps = summarize_walks(plan.firsts, repeat(args, walk))
+    for label, entry in steps.items():
+        entry["relative_error"] = errors[label]
+    return {"method": method.name, "options": method.options(), "layer": layer, "steps": steps}
+
+
+def bench_layout(name, spec, methods, args, device, dtype) -> dict[str, Any]:
+    layout, heads, num_layers = spec
+    print(f"{name}: {layout.describe()}, {heads} heads", file=sys.stderr, flush=True)
+    plans: dict[str, MethodPlan | str] = {}
+    for method in methods:
+        try:
+            plans[method] = plan_method(method, layout, num_layers, device, dtype)
+        except Exception as err:  # noqa: BLE001  (record it; measure the others)
+            plans[method] = error_text(err)
+    cases = []
+    for case in CASES:
+        qkv = make_qkv(case, layout, heads, device, dtype)
+        backend, dense_fn = dense_attention(*qkv)
+        runs = repeat(args, functools.partial(timed, dense_fn, device))
+        reference = runs[-1][1]
+        results = []
+        for method, plan in plans.items():
+            print(f"  {case} {method}", file=sys.stderr, flush=True)
+            try:
+                if isinstance(plan, str):
+                    raise RuntimeError(plan)
+                results.append(bench_method(plan, qkv, layout, num_layers, reference, args, device))
+            except Exception as err:  # noqa: BLE001
+                results.append({"method": method, "error": error_text(err)})
+            finally:
+                if not isinstance(plan, str):
+                    plan.method.reset()
+        times = [seconds for seconds, _ in runs]
+        cases.append(
+            {
+                "case": case,
+                "dense": {"backend": backend, "seconds": times, "median": median(times)},
+                "methods": results,
+            }
+        )
+        del qkv, reference, runs
+    return {
+        "name": name,
+        "layout": layout.describe(),
+        "heads": heads,
+        "head_dim": HEAD_DIM,
+        "seq_len": layout.seq_len,
+        "num_layers": num_layers,
+        "cases": cases,
+    }
+
+
+def table(layouts: list[dict[str, Any]]) -> str:
+    rows = []
+    for entry in layouts:
+        where = f"{entry['name']} (H={entry['heads']}, {entry['seq_len']:,} tokens)"
+        for case in entry["cases"]:
+            dense = case["dense"]
+            rows.append(
+                [where, case["case"], f"dense ({dense['backend']})", "-"]
+                + [f"{1000 * dense['median']:.2f}", "1.000", "1.00x", "0"]
+            )
+            for result in case["methods"]:
+                if "error" in result:
+                    error = f"error: {result['error']}"
+                    rows.append([where, case["case"], result["method"], error, "", "", "", ""])
+                    continue
+                for label, s in result["steps"].items():
+                    kind = label if s["matches"] else f"{label} (saw {s['kind_seen']})"
+                    rows.append(
+                        [where, case["case"], result["method"], kind]
+                        + [f"{1000 * s['median']:.2f}", fmt(s["density"])]
+                        + [f"{dense['median'] / s['median']:.2f}x", fmt(s["relative_error"])]
+                    )
+    headers = ["layout", "case", "method", "step kind", "ms", "density", "speedup", "rel. error"]
+    return markdown_table(headers, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--layouts", default="480p,720p", help=f"comma-separated: {', '.join(LAYOUTS)}"
+    )
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    device, out = resolve_args(args, "attention-layer-tiny" if args.tiny else "attention-layer")
+    if args.tiny:
+        layouts = TINY_LAYOUTS
+    else:
+        names = [n.strip() for n in args.layouts.split(",") if n.strip()]
+        if not names or any(n not in LAYOUTS for n in names):
+            parser.error(f"--layouts takes {', '.join(LAYOUTS)}; got {args.layouts!r}")
+        layouts = {n: LAYOUTS[n] for n in names}
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    methods = methods_from(args.methods)
+    with torch.inference_mode():
+        results = [
+            bench_layout(name, spec, methods, args, device, dtype) for name, spec in layouts.items()
+        ]
+    body = {
+        "tiny": args.tiny,
+        "dtype": str(dtype).removeprefix("torch."),
+        "num_steps": NUM_STEPS,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "sharpness": SHARPNESS,
+        "spatial_scale": SPATIAL_SCALE,
+        "temporal_scale": TEMPORAL_SCALE,
+        "layouts": results,
+    }
+    write_results(out, device, body)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

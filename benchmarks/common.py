@@ -1,0 +1,191 @@
+"""Shared by the benchmark scripts: arguments, timing, which steps a method searches or reuses,
+and results files.
+
+The scripts run as ``python benchmarks/<name>.py`` (this folder is then on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dit_sparse.layout import TokenLayout
+from dit_sparse.methods import METHODS, AttentionCall, SparseMethod
+from dit_sparse.quality.environment import device_slug, environment
+from dit_sparse.quality.report import write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# The schedule every composed total assumes: Wan's default of 50 denoising steps.
+NUM_STEPS = 50
+DENSE = "dense"
+# Schedules are probed on this small layout (5x16x16 = 1,280 tokens), which every method takes:
+# which kind of work a step does depends on the schedule, not on the size.
+PROBE_LAYOUT = TokenLayout(5, 16, 16)
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """``--methods --tiny --device --warmup --repeats --out``."""
+    parser.add_argument(
+        "--methods",
+        default=",".join(m for m in METHODS if m != DENSE),
+        help="comma-separated sparse methods (dense is always measured)",
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny shapes: a CPU smoke test of the whole script"
+    )
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per configuration")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs (the median is used)")
+    parser.add_argument("--out", default=None, help="results JSON path (default: results/)")
+
+
+def resolve_args(args: argparse.Namespace, prefix: str) -> tuple[torch.device, Path]:
+    """The device and the output path (``results/<prefix>-<gpu>.json`` by default)."""
+    if args.warmup < 0 or args.repeats < 1:
+        raise SystemExit(
+            f"--warmup must be >= 0 and --repeats >= 1, got {args.warmup}, {args.repeats}"
+        )
+    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    out = Path(args.out) if args.out else RESULTS / f"{prefix}-{device_slug(device)}.json"
+    return device, out
+
+
+def methods_from(text: str) -> list[str]:
+    return [m.strip().lower() for m in text.split(",") if m.strip() and m.strip() != DENSE]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """Wall seconds of ``fn()`` with the device synchronised before and after, and its result."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def repeat(args: argparse.Namespace, run: Callable[[], Any]) -> list[Any]:
+    """``run()`` ``--warmup`` times untimed (compilation, autotuning, allocator), then
+    ``--repeats`` times; the results of the timed ones."""
+    return [run() for _ in range(args.warmup + args.repeats)][args.warmup :]
+
+
+@dataclass
+class Observation:
+    """One timed call at one step: seconds, the kind of work the method reported, density."""
+
+    seconds: float
+    kind: str
+    density: float
+
+
+def summarize_walks(
+    firsts: dict[str, int], walks: list[dict[str, Observation]]
+) -> dict[str, dict[str, Any]]:
+    """Per step kind: its step, the timed seconds and their median, the density and kind seen
+    (last walk), and whether that kind is the one the probe predicted (``matches``)."""
+    summary = {}
+    for label, step in firsts.items():
+        times = [walk[label].seconds for walk in walks]
+        last = walks[-1][label]
+        summary[label] = {
+            "step": step,
+            "seconds": times,
+            "median": median(times),
+            "density": last.density,
+            "kind_seen": last.kind,
+            "matches": last.kind == label,
+        }
+    return summary
+
+
+def probe_kinds(
+    method: SparseMethod,
+    layout: TokenLayout,
+    num_layers: int,
+    head_dim: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    layers: list[int] | None = None,
+) -> list[list[str]]:
+    """``kinds[step][i]``: what ``method`` does at each of `NUM_STEPS` steps of one branch, at
+    ``layers[i]`` (default: every layer) of a ``num_layers``-layer model, for inputs of
+    ``layout``: ``"dense"``, or the ``kind`` the method reports (``"search"``, ``"reuse"``,
+    ...). Found by running its schedule on small random inputs (`PROBE_LAYOUT`, or ``layout``
+    itself when that is smaller), with the real ``head_dim`` so that the kernels compiled here
+    are the ones the timed runs use.
+
+    The dispatch mirrors `dit_sparse.runtime.SparseRuntime.attend` (schedule-dense calls never
+    reach the method; a method that reports no kind is ``"sparse"``). The benchmarks check the
+    kinds they then see at full size against these.
+    """
+    layout = min(layout, PROBE_LAYOUT, key=lambda candidate: candidate.seq_len)
+    method.check_layout(layout)
+    generator = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (
+        torch.randn(1, 2, layout.seq_len, head_dim, generator=generator, device=device).to(dtype)
+        for _ in range(3)
+    )
+    cache: dict[Any, Any] = {}
+    kinds = []
+    for step in range(NUM_STEPS):
+        row = []
+        for layer in range(num_layers) if layers is None else layers:
+            call = AttentionCall(layout, layer, num_layers, step, NUM_STEPS, "cond", cache)
+            if method.runs_dense(call):
+                row.append(DENSE)
+            else:
+                method.attend(q, k, v, call)
+                row.append(call.info.get("kind", "sparse"))
+        kinds.append(row)
+    method.reset()
+    return kinds
+
+
+def first_steps(labels: list[str]) -> dict[str, int]:
+    """The first step of every label but ``"dense"``, in step order."""
+    firsts: dict[str, int] = {}
+    for step, label in enumerate(labels):
+        if label != DENSE:
+            firsts.setdefault(label, step)
+    return firsts
+
+
+def schedule_text(labels: list[str]) -> str:
+    """``["dense", "dense", "search", "reuse"]`` -> ``"2 dense, 1 search, 1 reuse"``."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{n} {label}" for label, n in counts.items())
+
+
+def error_text(err: Exception) -> str:
+    """How a failed configuration is recorded: ``"OutOfMemoryError: ..."``."""
+    return f"{type(err).__name__}: {err}"
+
+
+def amdahl_limit(attention_share: float, density: float) -> float:
+    """The speedup if attention cost were proportional to density and nothing else changed."""
+    return 1.0 / (1.0 - attention_share * (1.0 - density))
+
+
+def write_results(path: Path, device: torch.device, body: dict[str, Any]) -> None:
+    """``body`` under the environment (gpu, versions, date, command), as strict JSON."""
+    write_json(path, {**environment(device), **body})
+    print(f"wrote {path}")

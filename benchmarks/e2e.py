@@ -1,0 +1,378 @@
+"""End-to-end speed of each method on the real Wan2.1 architectures, random weights in bf16.
+
+    python benchmarks/e2e.py [--models 1.3b,14b] [--methods radial,svg,adaspa] [--out PATH]
+    python benchmarks/e2e.py --tiny          # seconds on a CPU: a smoke test of this script
+
+Quality needs real weights; speed does not. For each model this builds the transformer from
+its published config (no download: meta device, then cheap random init on the GPU), feeds
+random latents and 512 random text embeddings, and times with the device synchronised
+(``--warmup`` untimed + ``--repeats`` timed runs, median):
+
+- a dense forward of the bare transformer (the baseline), and one with ``dit_sparse.apply(...,
+  "dense")``, whose records give attention's share of the forward;
+- under each method, one forward per kind of step its default schedule has (AdaSpa: a search,
+  reuse, a cached search; SVG: a profiling step; Radial: a static one), with the step index
+  driven through ``transformer.cache_context("cond", step_index=i, num_inference_steps=50)``.
+  Which step is which kind comes from `common.probe_kinds`; the kinds seen at full size are
+  recorded beside it (``matches``).
+
+The 50-step total composes those times over the schedule (dense steps at dense time), times 2
+forwards per step (classifier-free guidance, as WanPipeline runs by default); the Amdahl limit
+``1 / (1 - attention share * (1 - mean density))`` stands beside each speedup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from common import (
+    DENSE,
+    NUM_STEPS,
+    Observation,
+    add_common_args,
+    amdahl_limit,
+    error_text,
+    first_steps,
+    median,
+    methods_from,
+    probe_kinds,
+    repeat,
+    resolve_args,
+    schedule_text,
+    summarize_walks,
+    timed,
+    write_results,
+)
+from diffusers.hooks import HookRegistry
+
+import dit_sparse
+from dit_sparse.layout import TokenLayout
+from dit_sparse.methods import resolve_method
+from dit_sparse.quality.report import fmt, markdown_table
+
+TEXT_TOKENS = 512
+# WanPipeline runs a cond and an uncond forward per step at its default guidance (5.0).
+FORWARDS_PER_STEP = 2
+_WAN = dict(
+    patch_size=(1, 2, 2),
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A transformer config and the latent it runs at (frames, height, width before patching)."""
+
+    name: str
+    video: str
+    config: dict[str, Any] = field(hash=False)
+    latent: tuple[int, int, int]
+
+    @property
+    def layout(self) -> TokenLayout:
+        _, p_h, p_w = self.config["patch_size"]
+        frames, height, width = self.latent
+        return TokenLayout(frames, height // p_h, width // p_w)
+
+
+MODELS = {
+    # 480x832 px, 81 frames -> latent 21x60x104 -> 21x30x52 = 32,760 tokens.
+    "1.3b": ModelSpec(
+        "Wan2.1-T2V-1.3B",
+        "480p x 81",
+        {**_WAN, "num_attention_heads": 12, "ffn_dim": 8960, "num_layers": 30},
+        (21, 60, 104),
+    ),
+    # 720x1280 px, 81 frames -> latent 21x90x160 -> 21x45x80 = 75,600 tokens.
+    "14b": ModelSpec(
+        "Wan2.1-T2V-14B",
+        "720p x 81",
+        {**_WAN, "num_attention_heads": 40, "ffn_dim": 13824, "num_layers": 40},
+        (21, 90, 160),
+    ),
+}
+TINY_CONFIG = {
+    **_WAN,
+    "attention_head_dim": 32,
+    "num_attention_heads": 2,
+    "ffn_dim": 64,
+    "num_layers": 2,
+    "text_dim": 32,
+    "freq_dim": 32,
+    "rope_max_seq_len": 256,
+}
+
+
+def tiny_spec(key: str) -> ModelSpec:
+    return ModelSpec(f"{MODELS[key].name} (tiny)", "tiny", TINY_CONFIG, (5, 16, 32))
+
+
+def build_transformer(spec: ModelSpec, device: torch.device, dtype: torch.dtype):
+    """The transformer with random weights, made directly on ``device`` in ``dtype`` (modules
+    Wan keeps in fp32 stay fp32, as ``from_pretrained`` leaves them).
+
+    Parameters start on the meta device (no memory, no init cost), are allocated on ``device``
+    by ``to_empty`` and drawn there; buffers (RoPE tables) are real from the start and copied
+    back after ``to_empty``, which would leave them uninitialised.
+    """
+    from accelerate import init_empty_weights
+    from diffusers import WanTransformer3DModel
+
+    from dit_sparse.pipelines.loading import _cast_like_from_pretrained
+
+    with init_empty_weights(include_buffers=False):
+        model = WanTransformer3DModel(**spec.config)
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    _cast_like_from_pretrained(SimpleNamespace(components={"transformer": model}), dtype)
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:  # weights: unit-variance outputs for unit-variance inputs
+                param.normal_(0.0, param[0].numel() ** -0.5)
+            elif name.endswith("weight"):  # norm scales
+                param.fill_(1.0)
+            else:
+                param.zero_()
+    return model.eval().requires_grad_(False)
+
+
+def make_inputs(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    generator = torch.Generator(device=device).manual_seed(0)
+    latent = (1, spec.config["in_channels"], *spec.latent)
+    text = (1, TEXT_TOKENS, spec.config["text_dim"])
+    return {
+        "hidden_states": torch.randn(latent, generator=generator, device=device).to(dtype),
+        "timestep": torch.full((1,), 500.0, device=device),
+        "encoder_hidden_states": torch.randn(text, generator=generator, device=device).to(dtype),
+        "return_dict": False,
+    }
+
+
+class Bench:
+    """One model on one device: the timing protocol shared by every configuration."""
+
+    def __init__(self, spec: ModelSpec, args: argparse.Namespace, device, dtype) -> None:
+        self.spec = spec
+        self.args = args
+        self.device = device
+        self.dtype = dtype
+        self.transformer = build_transformer(spec, device, dtype)
+        self.inputs = make_inputs(spec, device, dtype)
+
+    def forward(self, step: int | None = None) -> torch.Tensor:
+        """One forward; with ``step``, inside the cache context a pipeline would set."""
+        if step is None:
+            return self.transformer(**self.inputs)[0]
+        with self.transformer.cache_context("cond", step_index=step, num_inference_steps=NUM_STEPS):
+            return self.transformer(**self.inputs)[0]
+
+    def dense(self) -> dict[str, Any]:
+        runs = repeat(self.args, lambda: timed(self.forward, self.device))
+        times = [seconds for seconds, _ in runs]
+        with dit_sparse.attached(self.transformer, DENSE) as handle:
+
+            def attached() -> tuple[float, float]:
+                handle.reset_stats()
+                seconds = timed(self.forward, self.device)[0]
+                return seconds, handle.summary()["attention_seconds"]
+
+            # The bare forwards above already warmed every kernel this one runs.
+            pairs = [attached() for _ in range(self.args.repeats)]
+        return {
+            "seconds": times,
+            "median": median(times),
+            "attached_seconds": [s for s, _ in pairs],
+            "attention_seconds": [a for _, a in pairs],
+            "attention_share": median([a / s for s, a in pairs]),
+            # Random weights can overflow; a non-finite output would make online methods'
+            # searches meaningless, so say so beside the numbers.
+            "output_finite": bool(torch.isfinite(runs[-1][1]).all()),
+        }
+
+    def method(self, name: str, dense: dict[str, Any]) -> dict[str, Any]:
+        """A method's step kinds, a timed forward per kind, and the composed 50-step total."""
+        method = resolve_method(name)
+        num_layers = self.spec.config["num_layers"]
+        head_dim = self.spec.config["attention_head_dim"]
+        kinds = probe_kinds(method, self.spec.layout, num_layers, head_dim, self.device, self.dtype)
+        labels = ["+".join(sorted(set(row))) for row in kinds]
+        firsts = first_steps(labels)
+        with dit_sparse.attached(self.transformer, method) as handle:
+            registry = HookRegistry.check_if_exists_or_initialize(self.transformer)
+
+            def walk() -> dict[str, Observation]:
+                # A new generation: per-branch caches (plans, LSE) start empty, as they would.
+                registry.reset_stateful_hooks()
+                seen = {}
+                for label, step in firsts.items():
+                    handle.reset_stats()
+                    seconds = timed(functools.partial(self.forward, step), self.device)[0]
+                    records = handle.records()
+                    seen[label] = Observation(
+                        seconds,
+                        kind="+".join(sorted({r["kind"] for r in records})),
+                        density=sum(r["density"] for r in records) / len(records),
+                    )
+                return seen
+
+            steps = summarize_walks(firsts, repeat(self.args, walk))
+        seconds_of = {DENSE: dense["median"], **{k: v["median"] for k, v in steps.items()}}
+        density_of = {DENSE: 1.0, **{k: v["density"] for k, v in steps.items()}}
+        total = FORWARDS_PER_STEP * sum(seconds_of[label] for label in labels)
+        mean_density = sum(density_of[label] for label in labels) / len(labels)
+        sparse_labels = Counter(label for label in labels if label != DENSE)
+        steady = sparse_labels.most_common(1)[0][0] if sparse_labels else DENSE
+        return {
+            "method": name,
+            "options": method.options(),
+            "schedule": labels,
+            "schedule_text": schedule_text(labels),
+            "steps": steps,
+            "total_seconds": total,
+            "speedup": FORWARDS_PER_STEP * NUM_STEPS * dense["median"] / total,
+            "mean_density": mean_density,
+            "amdahl_limit": amdahl_limit(dense["attention_share"], mean_density),
+            "steady_kind": steady,
+            "steady_speedup": dense["median"] / seconds_of[steady],
+            "steady_amdahl_limit": amdahl_limit(dense["attention_share"], density_of[steady]),
+        }
+
+    def close(self) -> None:
+        del self.transformer, self.inputs
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def bench_model(spec: ModelSpec, methods: list[str], args, device, dtype) -> dict[str, Any]:
+    """Dense, then every method; a failure is recorded (the model's, or one method's) and the
+    rest go on."""
+    print(f"{spec.name}: {spec.layout.describe()}", file=sys.stderr, flush=True)
+    result: dict[str, Any] = {
+        "model": spec.name,
+        "video": spec.video,
+        "config": spec.config,
+        "latent": list(spec.latent),
+        "layout": spec.layout.describe(),
+        "tokens": spec.layout.seq_len,
+        "text_tokens": TEXT_TOKENS,
+    }
+    try:
+        bench = Bench(spec, args, device, dtype)
+        with torch.inference_mode():
+            result["dense"] = bench.dense()
+    except Exception as err:  # noqa: BLE001  (out of memory, say: the next model may fit)
+        return {**result, "error": error_text(err)}
+    result["methods"] = []
+    with torch.inference_mode():
+        for name in methods:
+            print(f"  {name}", file=sys.stderr, flush=True)
+            try:
+                result["methods"].append(bench.method(name, result["dense"]))
+            except Exception as err:  # noqa: BLE001
+                result["methods"].append({"method": name, "error": error_text(err)})
+    bench.close()
+    return result
+
+
+def table(models: list[dict[str, Any]]) -> str:
+    """The README table: one row per model and method."""
+    rows = []
+    for m in models:
+        model = f"{m['model']} {m['video']}"
+        if "error" in m:
+            rows.append([model, f"{m['tokens']:,}", "-", f"error: {m['error']}", *[""] * 5])
+            continue
+        dense = m["dense"]
+        dense_total = FORWARDS_PER_STEP * NUM_STEPS * dense["median"]
+        rows.append(
+            [
+                model,
+                f"{m['tokens']:,}",
+                "dense",
+                f"{NUM_STEPS} dense",
+                f"{dense['median']:.3f} (attention {dense['attention_share']:.0%})",
+                "1.00",
+                f"{dense_total:.1f}",
+                "1.00x",
+                "1.00x",
+            ]
+        )
+        for r in m["methods"]:
+            if "error" in r:
+                error = f"error: {r['error']}"
+                rows.append([model, f"{m['tokens']:,}", r["method"], error, *[""] * 5])
+                continue
+            forwards = ", ".join(
+                f"{label} {s['median']:.3f}" + ("" if s["matches"] else f" (saw {s['kind_seen']})")
+                for label, s in r["steps"].items()
+            )
+            rows.append(
+                [
+                    model,
+                    f"{m['tokens']:,}",
+                    r["method"],
+                    r["schedule_text"],
+                    forwards,
+                    fmt(r["mean_density"], ".2f"),
+                    f"{r['total_seconds']:.1f}",
+                    f"{r['speedup']:.2f}x",
+                    f"{r['amdahl_limit']:.2f}x",
+                ]
+            )
+    headers = ["model", "tokens", "method", f"{NUM_STEPS}-step schedule", "forward s"]
+    headers += ["mean density", f"{NUM_STEPS} steps s (x{FORWARDS_PER_STEP} CFG)"]
+    return markdown_table(headers + ["speedup", "Amdahl limit"], rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--models", default="1.3b,14b", help=f"comma-separated: {', '.join(MODELS)}"
+    )
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    device, out = resolve_args(args, "e2e-tiny" if args.tiny else "e2e")
+    keys = [m.strip().lower() for m in args.models.split(",") if m.strip()]
+    unknown = [k for k in keys if k not in MODELS]
+    if unknown or not keys:
+        parser.error(f"--models takes {', '.join(MODELS)}; got {args.models!r}")
+    specs = [tiny_spec(k) if args.tiny else MODELS[k] for k in keys]
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    methods = methods_from(args.methods)
+    body = {
+        "tiny": args.tiny,
+        "dtype": str(dtype).removeprefix("torch."),
+        "num_steps": NUM_STEPS,
+        "forwards_per_step": FORWARDS_PER_STEP,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "random_weights": True,
+        "models": [],
+    }
+    for spec in specs:
+        body["models"].append(bench_model(spec, methods, args, device, dtype))
+        write_results(out, device, body)  # after each model: a cut-off run keeps what it had
+    print(table(body["models"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

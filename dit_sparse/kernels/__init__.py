@@ -1,0 +1,13 @@
+"""Attention kernels over `BlockPlan`s (Triton on CUDA; torch references elsewhere)."""
+
+from .block_mass import block_attention_mass
+from .block_sparse_attention import block_sparse_attention
+from .dense import dense_attention_with_lse
+from .reference import block_sparse_attention_reference
+
+__all__ = [
+    "block_attention_mass",
+    "block_sparse_attention",
+    "block_sparse_attention_reference",
+    "dense_attention_with_lse",
+]

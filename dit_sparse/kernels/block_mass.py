@@ -1,0 +1,241 @@
+"""Attention mass per (query block, key block) from a cached LSE, in one fused Triton pass.
+
+AdaSpa's "LSE-cached search": with the row log-sum-exps of a dense pass at hand, the share of a
+row's attention that falls on key ``j`` is ``exp(q . k_j * scale - lse)`` exactly, so one pass of
+``Q K^T`` (no ``P V``, no running max) gives every block's mass without an S x S tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._runtime import (
+    INTERPRETED,
+    KernelConfig,
+    check_block,
+    check_qkv,
+    resolve_scale,
+    tl,
+    triton,
+    triton_runs_on,
+    warn_fallback,
+)
+from .reference import block_attention_mass_reference
+
+_LOG2E = 1.4426950408889634
+# Per head dim on CUDA. Tiles are capped by the query block, and may span several key blocks
+# (the column sums are then split per block).
+_GPU_CONFIGS = {
+    16: KernelConfig(128, 128, 4, 3),
+    32: KernelConfig(128, 128, 4, 3),
+    64: KernelConfig(128, 128, 8, 3),
+    128: KernelConfig(128, 128, 8, 3),
+    256: KernelConfig(64, 64, 4, 2),
+}
+_INTERPRETER_CONFIG = KernelConfig(128, 128, 4, 1)
+
+
+@triton.jit
+def _mass_tiles(
+    q,
+    lse2,
+    k_ptr,
+    out_ptr,
+    first,
+    last,
+    seq_len,
+    num_k_blocks,
+    qk_scale,
+    inv_rows,
+    stride_ks,
+    stride_mk,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    MASK: tl.constexpr,
+    ATOMIC: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Mass of key tiles ``first..last`` (``BLOCK_N`` keys each) into the output row."""
+    # A tile covers SPAN key blocks, or 1/(BLOCK_K // BLOCK_N) of one.
+    SPAN: tl.constexpr = BLOCK_N // BLOCK_K if BLOCK_N > BLOCK_K else 1
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    for t in tl.range(first, last):
+        pos = t * BLOCK_N + offs_n
+        k_ptrs = k_ptr + pos[:, None] * stride_ks + offs_d[None, :]
+        # Unmasked tiles load without a mask (None), which keeps their loads unpredicated.
+        row_mask = None
+        fill = None
+        if MASK:
+            row_mask = pos[:, None] < seq_len
+            fill = 0
+        k = tl.load(k_ptrs, mask=row_mask, other=fill)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        p = tl.math.exp2(qk * qk_scale - lse2[:, None])
+        if MASK:
+            p = tl.where(pos[None, :] < seq_len, p, 0.0)
+        mass = tl.sum(tl.reshape(tl.sum(p, 0), [SPAN, BLOCK_N // SPAN]), 1) * inv_rows
+        blocks = (t * BLOCK_N) // BLOCK_K + tl.arange(0, SPAN)
+        if ATOMIC:
+            tl.atomic_add(out_ptr + blocks * stride_mk, mass, mask=blocks < num_k_blocks)
+        else:
+            tl.store(out_ptr + blocks * stride_mk, mass, mask=blocks < num_k_blocks)
+
+
+@triton.jit
+def _block_mass_fwd(
+    Q,
+    K,
+    LSE,
+    MASS,
+    stride_qb,
+    stride_qh,
+    stride_qs,
+    stride_kb,
+    stride_kh,
+    stride_ks,
+    stride_lb,
+    stride_lh,
+    stride_ls,
+    stride_mb,
+    stride_mh,
+    stride_mq,
+    stride_mk,
+    heads,
+    seq_len,
+    num_k_blocks,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    ATOMIC: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // heads).to(tl.int64)
+    h = (pid_bh % heads).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_valid = offs_m < seq_len
+    q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs
+    q = tl.load(q_ptrs + tl.arange(0, HEAD_DIM)[None, :], mask=row_valid[:, None], other=0.0)
+    lse = tl.load(LSE + b * stride_lb + h * stride_lh + offs_m * stride_ls, mask=row_valid)
+    # Rows past the end, and rows that attended to nothing (LSE -inf), add no mass.
+    lse2 = tl.where(row_valid & (lse > float("-inf")), lse * 1.4426950408889634, float("inf"))
+
+    q_block = pid_m // (BLOCK_Q // BLOCK_M)
+    inv_rows = 1.0 / tl.minimum(BLOCK_Q, seq_len - q_block * BLOCK_Q).to(tl.float32)
+    out_ptr = MASS + b * stride_mb + h * stride_mh + q_block * stride_mq
+    k_ptr = K + b * stride_kb + h * stride_kh
+    tiles = tl.cdiv(seq_len, BLOCK_N)
+    full_tiles = seq_len // BLOCK_N
+    _mass_tiles(
+        q, lse2, k_ptr, out_ptr, 0, full_tiles, seq_len, num_k_blocks, qk_scale, inv_rows,
+        stride_ks, stride_mk, HEAD_DIM, BLOCK_N, BLOCK_K, False, ATOMIC, DOT_PRECISION,
+    )  # fmt: skip
+    _mass_tiles(
+        q, lse2, k_ptr, out_ptr, full_tiles, tiles, seq_len, num_k_blocks, qk_scale, inv_rows,
+        stride_ks, stride_mk, HEAD_DIM, BLOCK_N, BLOCK_K, True, ATOMIC, DOT_PRECISION,
+    )  # fmt: skip
+
+
+def block_attention_mass(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    lse: torch.Tensor,
+    block_q: int,
+    block_k: int,
+    *,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Share of each query block's attention that falls on each key block.
+
+    Args:
+        q, k: ``[B, H, S, D]``, fp16/bf16 (fp32 accepted), one device, ``D`` in 16..256.
+        lse: fp32 ``[B, H, S]``, natural-log log-sum-exp of each row's scaled scores (as
+            `dense_attention_with_lse` returns). Rows with LSE ``-inf`` add nothing.
+        block_q, block_k: block sizes, powers of two >= 16; the last block may be ragged.
+        scale: score scale, default ``1 / sqrt(D)``; must be the one ``lse`` was computed with.
+
+    Returns:
+        fp32 ``[B, H, nq, nk]``: ``mass[b, h, i, j]`` is the sum over the rows of query block
+        ``i`` of ``exp(q k^T * scale - lse)`` over the keys of block ``j``, divided by the
+        number of rows in block ``i``; each row sums to 1 when ``lse`` is the dense LSE.
+
+    On CUDA one fused Triton pass (no S x S tensor); elsewhere the torch reference, with a
+    one-time warning.
+    """
+    scale = _check_inputs(q, k, lse, block_q, block_k, scale)
+    if not triton_runs_on(q.device):
+        warn_fallback("block_attention_mass", q.device)
+        return block_attention_mass_reference(q, k, lse, block_q, block_k, scale=scale)
+    if INTERPRETED and q.dtype == torch.bfloat16:
+        # The interpreter's bf16 dot is wrong (numpy has no bf16): compute in fp32 there.
+        q, k = q.float(), k.float()
+    config = _INTERPRETER_CONFIG if q.device.type == "cpu" else _GPU_CONFIGS[q.shape[-1]]
+    return launch_block_attention_mass(q, k, lse, block_q, block_k, scale, config)
+
+
+def launch_block_attention_mass(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    lse: torch.Tensor,
+    block_q: int,
+    block_k: int,
+    scale: float,
+    config: KernelConfig,
+) -> torch.Tensor:
+    """Run the kernel with ``config`` (its ``block_m`` is capped by ``block_q``).
+
+    No validation: `block_attention_mass` checks inputs first; benchmarks call this directly
+    to try other configs.
+    """
+    batch, heads, seq_len, head_dim = q.shape
+    block_m = min(config.block_m, block_q)
+    # Tiles that split a query or key block add their partial sums atomically.
+    atomic = block_m < block_q or config.block_n < block_k
+    nq, nk = -(-seq_len // block_q), -(-seq_len // block_k)
+    alloc = torch.zeros if atomic else torch.empty
+    mass = alloc(batch, heads, nq, nk, dtype=torch.float32, device=q.device)
+    q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
+    grid = (triton.cdiv(seq_len, block_m), batch * heads)
+    _block_mass_fwd[grid](
+        q, k, lse, mass,
+        *q.stride()[:3], *k.stride()[:3], *lse.stride(), *mass.stride(),
+        heads, seq_len, nk, scale * _LOG2E,
+        HEAD_DIM=head_dim,
+        BLOCK_M=block_m,
+        BLOCK_N=config.block_n,
+        BLOCK_Q=block_q,
+        BLOCK_K=block_k,
+        ATOMIC=atomic,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )  # fmt: skip
+    return mass
+
+
+def _check_inputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    lse: torch.Tensor,
+    block_q: int,
+    block_k: int,
+    scale: float | None,
+) -> float:
+    """Raise on anything the kernel cannot take; return the scale to use."""
+    check_qkv(q=q, k=k)
+    if not isinstance(lse, torch.Tensor):
+        raise TypeError(f"lse must be a torch.Tensor, got {type(lse).__name__}")
+    if lse.shape != q.shape[:3] or lse.dtype != torch.float32 or lse.device != q.device:
+        raise ValueError(
+            f"lse must be float32 [B, H, S] = {tuple(q.shape[:3])} on {q.device}, "
+            f"got {lse.dtype} {tuple(lse.shape)} on {lse.device}"
+        )
+    check_block("block_q", block_q)
+    check_block("block_k", block_k)
+    return resolve_scale(scale, q.shape[-1])

@@ -1,0 +1,406 @@
+"""Block-sparse attention forward in Triton: each query tile attends only to its plan's key blocks.
+
+One program computes ``BLOCK_M`` query rows of one (batch, head) with the online softmax of
+FlashAttention-2: it walks the key blocks that ``plan.kv_indices`` lists for its query block, in
+tiles of ``BLOCK_N`` keys, and keeps the running max in log2 units (``log2(e)`` is folded into
+the scale, so the exponentials are ``exp2``). Only the last key block of a row can be the ragged
+tail of the sequence (blocks are listed in ascending order), so only that block pays for masking.
+With ``plan.perm`` the rows are gathered through the permutation as they are loaded and the
+results scattered back as they are stored: the permuted copies of q, k, v never exist.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..plan import BlockPlan
+from ._runtime import (
+    INTERPRETED,
+    KernelConfig,
+    check_block,
+    check_qkv,
+    resolve_scale,
+    tl,
+    triton,
+    triton_runs_on,
+    warn_fallback,
+)
+from .reference import block_sparse_attention_reference
+
+_LOG2E = 1.4426950408889634
+
+
+# Per head dim, for fp16/bf16 on CUDA. BLOCK_M 128 with 8 warps keeps the tensor cores busy for
+# D >= 64; D = 256 needs smaller tiles to fit K and V stages in shared memory.
+_GPU_CONFIGS = {
+    16: KernelConfig(128, 64, 4, 3),
+    32: KernelConfig(128, 64, 4, 3),
+    64: KernelConfig(128, 64, 4, 3),
+    128: KernelConfig(128, 128, 8, 2),
+    256: KernelConfig(64, 64, 4, 2),
+}
+# The interpreter runs one program at a time in numpy: bigger tiles mean fewer steps.
+_INTERPRETER_CONFIG = KernelConfig(128, 128, 4, 1)
+
+
+def default_config(head_dim: int, block_q: int, block_k: int, device: torch.device) -> KernelConfig:
+    """The launch parameters used for ``head_dim`` and a plan's ``block_q`` x ``block_k``."""
+    config = _INTERPRETER_CONFIG if device.type == "cpu" else _GPU_CONFIGS[head_dim]
+    block_m, block_n = min(config.block_m, block_q), min(config.block_n, block_k)
+    num_warps = config.num_warps if block_m * block_n >= 128 * 64 else 4
+    return KernelConfig(
+        block_m, block_n, num_warps, config.num_stages, config.tma, config.warp_specialize
+    )
+
+
+@triton.jit
+def _attend_tiles(
+    acc,
+    l_i,
+    m_i,
+    q,
+    k_ptr,
+    v_ptr,
+    k_desc,
+    v_desc,
+    kv_idx_ptr,
+    perm_ptr,
+    first,
+    last,
+    seq_len,
+    qk_scale,
+    stride_ks,
+    stride_vs,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    MASK: tl.constexpr,
+    HAS_PERM: tl.constexpr,
+    TMA: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
+):
+    """Online-softmax update over key tiles ``first..last`` of this row's block list.
+
+    Tile ``t`` is sub-tile ``t % (BLOCK_K // BLOCK_N)`` of the key block listed at
+    ``t // (BLOCK_K // BLOCK_N)``. ``MASK`` masks keys past the sequence end.
+    """
+    sub_tiles: tl.constexpr = BLOCK_K // BLOCK_N
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    for t in tl.range(first, last, warp_specialize=WARP_SPECIALIZE):
+        start = tl.load(kv_idx_ptr + t // sub_tiles) * BLOCK_K + (t % sub_tiles) * BLOCK_N
+        pos = start + offs_n
+        valid = pos < seq_len
+        # Unmasked tiles load without a mask (None), which keeps their loads unpredicated.
+        row_mask = None
+        fill = None
+        if MASK:
+            row_mask = valid
+            fill = 0
+        rows = pos
+        if HAS_PERM:
+            rows = tl.load(perm_ptr + pos, mask=row_mask, other=fill)
+        # Loads are written out here, not in a helper: the interpreter re-patches Triton's
+        # language module on every nested jit call, which would dominate CPU test time.
+        if TMA:
+            k = k_desc.load([start, 0])
+            v = v_desc.load([start, 0])
+        else:
+            tile_mask = None
+            if MASK:
+                tile_mask = valid[:, None]
+            k_ptrs = k_ptr + rows[:, None] * stride_ks + offs_d[None, :]
+            v_ptrs = v_ptr + rows[:, None] * stride_vs + offs_d[None, :]
+            k = tl.load(k_ptrs, mask=tile_mask, other=fill)
+            v = tl.load(v_ptrs, mask=tile_mask, other=fill)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        if MASK:
+            qk = tl.where(valid[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _block_sparse_attention_fwd(
+    Q,
+    K,
+    V,
+    Out,
+    LSE,
+    KV_IDX,
+    KV_CNT,
+    PERM,
+    stride_qb,
+    stride_qh,
+    stride_qs,
+    stride_kb,
+    stride_kh,
+    stride_ks,
+    stride_vb,
+    stride_vh,
+    stride_vs,
+    stride_ob,
+    stride_oh,
+    stride_os,
+    stride_ib,
+    stride_ih,
+    stride_iq,
+    stride_cb,
+    stride_ch,
+    stride_cq,
+    stride_pb,
+    stride_ph,
+    heads,
+    seq_len,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    HAS_PERM: tl.constexpr,
+    RETURN_LSE: tl.constexpr,
+    TMA: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // heads).to(tl.int64)
+    h = (pid_bh % heads).to(tl.int64)
+    q_ptr = Q + b * stride_qb + h * stride_qh
+    k_ptr = K + b * stride_kb + h * stride_kh
+    v_ptr = V + b * stride_vb + h * stride_vh
+    # The plan's strides are 0 along the dims it broadcasts.
+    q_block = pid_m // (BLOCK_Q // BLOCK_M)
+    kv_idx_ptr = KV_IDX + b * stride_ib + h * stride_ih + q_block * stride_iq
+    count = tl.load(KV_CNT + b * stride_cb + h * stride_ch + q_block * stride_cq)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_valid = offs_m < seq_len
+    q_rows = offs_m
+    perm_ptr = PERM
+    if HAS_PERM:
+        perm_ptr = PERM + b * stride_pb + h * stride_ph
+        q_rows = tl.load(perm_ptr + offs_m, mask=row_valid, other=0)
+    q_desc = None
+    k_desc = None
+    v_desc = None
+    if TMA:
+        q_desc = tl.make_tensor_descriptor(
+            q_ptr, [seq_len, HEAD_DIM], [stride_qs, 1], [BLOCK_M, HEAD_DIM]
+        )
+        k_desc = tl.make_tensor_descriptor(
+            k_ptr, [seq_len, HEAD_DIM], [stride_ks, 1], [BLOCK_N, HEAD_DIM]
+        )
+        v_desc = tl.make_tensor_descriptor(
+            v_ptr, [seq_len, HEAD_DIM], [stride_vs, 1], [BLOCK_N, HEAD_DIM]
+        )
+        q = q_desc.load([pid_m * BLOCK_M, 0])
+    else:
+        q_ptrs = q_ptr + q_rows[:, None] * stride_qs + tl.arange(0, HEAD_DIM)[None, :]
+        q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    tiles = count * (BLOCK_K // BLOCK_N)
+    # Only the last listed block can hold keys past the end; when S is a multiple of the block
+    # size none does, and no tile is masked.
+    unmasked = tiles
+    if not EVEN_K:
+        unmasked = tl.maximum(tiles - BLOCK_K // BLOCK_N, 0)
+    acc, l_i, m_i = _attend_tiles(
+        acc, l_i, m_i, q, k_ptr, v_ptr, k_desc, v_desc, kv_idx_ptr, perm_ptr, 0, unmasked,
+        seq_len, qk_scale, stride_ks, stride_vs, HEAD_DIM, BLOCK_N, BLOCK_K, False, HAS_PERM,
+        TMA, DOT_PRECISION, WARP_SPECIALIZE,
+    )  # fmt: skip
+    if not EVEN_K:
+        acc, l_i, m_i = _attend_tiles(
+            acc, l_i, m_i, q, k_ptr, v_ptr, k_desc, v_desc, kv_idx_ptr, perm_ptr, unmasked, tiles,
+            seq_len, qk_scale, stride_ks, stride_vs, HEAD_DIM, BLOCK_N, BLOCK_K, True, HAS_PERM,
+            TMA, DOT_PRECISION, WARP_SPECIALIZE,
+        )  # fmt: skip
+
+    # A row with no key block (l = 0) gets O = 0 and LSE = -inf, as the reference does.
+    has_keys = l_i > 0.0
+    l_safe = tl.where(has_keys, l_i, 1.0)
+    out = acc / l_safe[:, None]
+    o_ptrs = (
+        Out + b * stride_ob + h * stride_oh + q_rows[:, None] * stride_os
+        + tl.arange(0, HEAD_DIM)[None, :]
+    )  # fmt: skip
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_valid[:, None])
+    if RETURN_LSE:
+        lse = tl.where(has_keys, (m_i + tl.math.log2(l_safe)) / 1.4426950408889634, float("-inf"))
+        tl.store(LSE + pid_bh.to(tl.int64) * seq_len + q_rows, lse, mask=row_valid)
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: BlockPlan,
+    *,
+    scale: float | None = None,
+    return_lse: bool = False,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Attention of ``q`` to the key blocks ``plan`` lists, ``[B, H, S, D]`` in and out.
+
+    Args:
+        q, k, v: ``[B, H, S, D]``, fp16 or bf16 (fp32 is accepted, for tests), one device;
+            ``D`` in 16, 32, 64, 128, 256. Any strides with a contiguous last dim.
+        plan: ``seq_len == S``; its batch and head dims are ``B``/``H`` or 1 (broadcast).
+            With ``plan.perm`` the plan is in permuted token order; O and LSE still come back
+            in the original order.
+        scale: score scale, default ``1 / sqrt(D)``; must be positive.
+        return_lse: also return the natural-log log-sum-exp of each row's scaled scores.
+        out: optional ``[B, H, S, D]`` buffer of q's dtype and device to write O into.
+
+    Returns:
+        O in q's dtype, and with ``return_lse`` also fp32 LSE ``[B, H, S]``. A row whose query
+        block lists no key block gets O = 0 and LSE = -inf.
+
+    On CUDA this is the Triton kernel; on CPU (unless ``TRITON_INTERPRET=1``) or without Triton
+    the torch reference runs, with a one-time warning.
+    """
+    scale = _check_inputs(q, k, v, plan, scale, out)
+    if not triton_runs_on(q.device):
+        warn_fallback("block_sparse_attention", q.device)
+        result = block_sparse_attention_reference(q, k, v, plan, scale, return_lse=True)
+        if out is not None:
+            out.copy_(result[0])
+            result = (out, result[1])
+        return result if return_lse else result[0]
+    dtype = q.dtype
+    if INTERPRETED and dtype == torch.bfloat16:
+        # The interpreter's bf16 dot is wrong (numpy has no bf16): compute in fp32 there.
+        q, k, v = q.float(), k.float(), v.float()
+    kernel_out = out if out is not None and out.dtype == q.dtype else torch.empty_like(q)
+    lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device) if return_lse else None
+    config = default_config(q.shape[-1], plan.block_q, plan.block_k, q.device)
+    launch_block_sparse_attention(q, k, v, plan, scale, kernel_out, lse, config)
+    if out is None:
+        out = kernel_out.to(dtype)
+    elif out is not kernel_out:
+        out.copy_(kernel_out)
+    return (out, lse) if return_lse else out
+
+
+def launch_block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: BlockPlan,
+    scale: float,
+    out: torch.Tensor,
+    lse: torch.Tensor | None,
+    config: KernelConfig,
+) -> None:
+    """Run the kernel into ``out`` (``[B, H, S, D]``) and ``lse`` (fp32 ``[B, H, S]``, or None).
+
+    No validation: `block_sparse_attention` checks inputs first; benchmarks call this directly
+    to try other configs.
+    """
+    batch, heads, seq_len, head_dim = q.shape
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    kv_indices = (
+        plan.kv_indices if plan.kv_indices.stride(-1) == 1 else plan.kv_indices.contiguous()
+    )
+    kv_counts = plan.kv_counts
+    perm = plan.perm
+    tma = config.tma and perm is None and _tma_compatible(q, k, v)
+    if tma:
+        triton.set_allocator(_tma_workspace)
+    grid = (triton.cdiv(seq_len, config.block_m), batch * heads)
+    _block_sparse_attention_fwd[grid](
+        q, k, v, out, lse, kv_indices, kv_counts, perm,
+        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
+        *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 3),
+        *(_broadcast_strides(perm, 2) if perm is not None else (0, 0)),
+        heads, seq_len, scale * _LOG2E,
+        HEAD_DIM=head_dim,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        BLOCK_Q=plan.block_q,
+        BLOCK_K=plan.block_k,
+        EVEN_K=seq_len % plan.block_k == 0,
+        HAS_PERM=perm is not None,
+        RETURN_LSE=lse is not None,
+        TMA=tma,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        WARP_SPECIALIZE=config.warp_specialize,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )  # fmt: skip
+
+
+def _broadcast_strides(t: torch.Tensor, dims: int) -> tuple[int, ...]:
+    """Strides of the first ``dims`` dims, 0 where the size is 1 (broadcast)."""
+    return tuple(0 if t.shape[d] == 1 else t.stride(d) for d in range(dims))
+
+
+def _tma_compatible(*tensors: torch.Tensor) -> bool:
+    """TMA needs 16-byte aligned bases and row strides."""
+    return all(
+        t.data_ptr() % 16 == 0 and all(s * t.element_size() % 16 == 0 for s in t.stride()[:3])
+        for t in tensors
+    )
+
+
+def _tma_workspace(size: int, alignment: int, stream) -> torch.Tensor:
+    # Device-side TMA descriptors are written to global scratch memory that Triton asks for.
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def _check_inputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: BlockPlan,
+    scale: float | None,
+    out: torch.Tensor | None,
+) -> float:
+    """Raise on anything the kernel cannot take; return the scale to use."""
+    check_qkv(q=q, k=k, v=v)
+    batch, heads, seq_len, head_dim = q.shape
+    if not isinstance(plan, BlockPlan):
+        raise TypeError(f"plan must be a BlockPlan, got {type(plan).__name__}")
+    if plan.seq_len != seq_len:
+        raise ValueError(f"plan is for seq_len {plan.seq_len}, but q has S = {seq_len}")
+    if plan.batch not in (1, batch) or plan.heads not in (1, heads):
+        raise ValueError(
+            f"plan is for [B, H] = [{plan.batch}, {plan.heads}]; q needs [{batch}, {heads}], "
+            "or 1 in a dim to broadcast it"
+        )
+    if plan.perm is not None and plan.perm.shape[0] not in (1, batch):
+        raise ValueError(f"plan.perm batch dim must be 1 or {batch}, got {plan.perm.shape[0]}")
+    check_block("plan.block_q", plan.block_q)
+    check_block("plan.block_k", plan.block_k)
+    plan_tensors = [plan.kv_indices, plan.kv_counts] + (
+        [plan.perm] if plan.perm is not None else []
+    )
+    for t in plan_tensors:
+        if t.device != q.device:
+            raise ValueError(f"plan is on {t.device} but q is on {q.device}: use plan.to(device)")
+        if t.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"plan index tensors must be int32 or int64, got {t.dtype}")
+    if out is not None and (
+        out.shape != q.shape
+        or out.dtype != q.dtype
+        or out.device != q.device
+        or out.stride(-1) != 1
+    ):
+        raise ValueError(
+            f"out must be {tuple(q.shape)} {q.dtype} on {q.device} with a contiguous last dim, "
+            f"got {tuple(out.shape)} {out.dtype} on {out.device} with strides {out.stride()}"
+        )
+    return resolve_scale(scale, head_dim)

@@ -1,0 +1,357 @@
+"""`AdaSpa`: blockified adaptive sparse attention found by an online search, reused across steps.
+
+After Xia et al., "Training-free and Adaptive Sparse Attention for Efficient Long Video
+Generation" (AdaSpa, arXiv 2502.21079; no public code). Which key blocks a head needs, and
+each row's log-sum-exp (LSE), barely change across denoising steps, so:
+
+- steps before ``dense_steps`` run dense (the shared schedule);
+- the first search computes exact attention with its LSE (that step's output is exact) and one
+  more pass sums ``exp(q k * scale - LSE)`` per (query block, key block) tile: the block
+  attention mass, from which the plan is chosen;
+- later searches (``search_steps``) reuse the LSE stored at the previous search and need only
+  the mass pass; the new plan then computes that step's output;
+- every other step reuses the layer's plan: no search work at all.
+
+Plans and LSE live in ``call.cache`` (one dict per guidance branch and generation) under
+``("adaspa", layer)``, tagged with the layout and q's shape: a call with another layout or
+shape searches afresh and replaces them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..kernels import block_attention_mass, block_sparse_attention, dense_attention_with_lse
+from ..layout import TokenLayout
+from ..parallel import HeadPartition
+from ..plan import BlockPlan, num_blocks
+from ..utils import warn_once
+from .adaspa_select import (
+    coverage_counts,
+    head_coverage,
+    hierarchical_groups,
+    hierarchical_levels,
+    keep_count,
+    kept_mass,
+    normalize_mass,
+    plan_from_ranking,
+    rank_blocks,
+    text_key_blocks,
+)
+from .base import AttentionCall, SparseMethod
+
+DEFAULT_SPARSITY = 0.8
+# Short sequences (small previews, tiny test models) get smaller blocks so that a row still has
+# enough blocks to choose among; blocks stay powers of two of at least _MIN_BLOCK tokens.
+_MIN_BLOCKS = 8
+_MIN_BLOCK = 16
+
+
+@dataclass
+class _LayerState:
+    """One layer's search result for one branch, valid while ``key`` matches."""
+
+    key: tuple[Any, ...]
+    plan: BlockPlan
+    lse: torch.Tensor  # fp32 [B, H, S], from the last full search
+    density: torch.Tensor  # 0-d, the plan's mean density
+    head_density: torch.Tensor  # fp32 [H], mean over the batch
+    head_coverage: torch.Tensor  # fp32 [H], mean over the batch
+
+
+@dataclass
+class AdaSpa(SparseMethod):
+    """AdaSpa: per-head block plans found online from the exact attention mass.
+
+    Fields (the paper's defaults):
+        dense_steps: leading steps run dense; default 0.2 of the steps (10 of 50).
+        sparsity: share of key blocks each query-block row drops, default 0.8. Every row of a
+            head keeps the same number of blocks, its top ones by mass. Heads then move between
+            three levels (head-adaptive hierarchical sparsity): with ``n`` heads whose recall
+            (mass kept at ``sparsity``) exceeds ``recall_threshold``, the ``n`` highest-recall
+            heads get ``(1 + s) / 2`` and the ``n`` lowest ``(3 s - 1) / 2``, so the mean stays
+            ``s`` (up to whole blocks; ``n`` is capped at half the heads; for ``s < 1/3`` the
+            denser level is clamped to dense).
+        coverage: instead of ``sparsity`` (not both): per head and query block, keep the fewest
+            key blocks whose mass reaches this share (e.g. 0.9); density then adapts per head.
+        search_steps: steps at which plans are searched again, reusing the LSE of the previous
+            search. A float in [0, 1] is a share of the pipeline's steps (rounded), an int an
+            absolute step index; default (0.2, 0.6) = steps 10 and 30 of 50. Shares resolve to
+            nothing when the step count is unknown. Whatever this says, the first sparse step
+            of a layer (no plan yet, or a new layout) runs a full search.
+        block_size: tokens per block, a power of two >= 16; default 64. A sequence of fewer
+            than 8 blocks gets halved blocks (down to 16), with a one-time warning.
+        min_density, max_density: optional bounds on each head's share of key blocks per row
+            (in coverage mode they bound each row).
+        recall_threshold: the recall above which a head counts toward ``n``; default 0.8.
+        dense_final_steps, dense_layers: the shared schedule (see `SparseMethod`).
+
+    Text key blocks (joint-attention models) are always kept, as the attention sink; they count
+    toward a row's budget, and win over it when there are more of them. Under Ulysses context
+    parallelism the hierarchical budget ranks the heads of the whole group, as one process
+    would.
+    """
+
+    name = "adaspa"
+
+    dense_steps: int | float = 0.2
+    sparsity: float | None = None
+    coverage: float | None = None
+    search_steps: Sequence[int | float] = (0.2, 0.6)
+    block_size: int = 64
+    min_density: float | None = None
+    max_density: float | None = None
+    recall_threshold: float = 0.8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sparsity is not None and self.coverage is not None:
+            raise ValueError("AdaSpa takes either sparsity or coverage, not both")
+        if self.coverage is None:
+            self.sparsity = DEFAULT_SPARSITY if self.sparsity is None else self.sparsity
+            if not 0.0 <= self.sparsity < 1.0:
+                raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        elif not 0.0 < self.coverage <= 1.0:
+            raise ValueError(f"coverage must be in (0, 1], got {self.coverage}")
+        steps = (
+            (self.search_steps,)
+            if isinstance(self.search_steps, (int, float))
+            else tuple(self.search_steps)
+        )
+        for step in steps:
+            if isinstance(step, bool) or not isinstance(step, (int, float)):
+                raise TypeError(f"search_steps entries must be ints or floats, got {step!r}")
+            if isinstance(step, float) and not 0.0 <= step <= 1.0:
+                raise ValueError(
+                    f"a float search step is a share of the steps, in [0, 1]; got {step}"
+                )
+            if step < 0:
+                raise ValueError(f"search_steps entries must be >= 0, got {step}")
+        self.search_steps = steps
+        if (
+            isinstance(self.block_size, bool)
+            or not isinstance(self.block_size, int)
+            or self.block_size < _MIN_BLOCK
+            or self.block_size & (self.block_size - 1)
+        ):
+            raise ValueError(
+                f"block_size must be a power of two >= {_MIN_BLOCK}, got {self.block_size}"
+            )
+        for name in ("min_density", "max_density"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
+        if (self.min_density or 0.0) > (1.0 if self.max_density is None else self.max_density):
+            raise ValueError(
+                f"min_density {self.min_density} is above max_density {self.max_density}"
+            )
+        if not 0.0 < self.recall_threshold < 1.0:
+            raise ValueError(f"recall_threshold must be in (0, 1), got {self.recall_threshold}")
+
+    # --- schedule ----------------------------------------------------------------------------
+
+    def search_step_indices(self, num_steps: int | None) -> frozenset[int]:
+        """The step indices ``search_steps`` names for a run of ``num_steps`` steps."""
+        steps = set()
+        for step in self.search_steps:
+            if isinstance(step, float):
+                if num_steps is not None:
+                    steps.add(round(step * num_steps))
+            else:
+                steps.add(step)
+        return frozenset(steps)
+
+    def block_for(self, seq_len: int) -> int:
+        """Block size used for a sequence: ``block_size``, halved while the sequence would have
+        fewer than 8 blocks, but not below 16 tokens."""
+        block = self.block_size
+        while block > _MIN_BLOCK and num_blocks(seq_len, block) < _MIN_BLOCKS:
+            block //= 2
+        if block != self.block_size:
+            warn_once(
+                f"adaspa-block:{self.block_size}:{seq_len}",
+                f"AdaSpa: a {seq_len}-token sequence has fewer than {_MIN_BLOCKS} blocks of "
+                f"{self.block_size} tokens; using blocks of {block} for it.",
+            )
+        return block
+
+    # --- search ------------------------------------------------------------------------------
+
+    def search(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        layout: TokenLayout,
+        *,
+        scale: float | None = None,
+        lse: torch.Tensor | None = None,
+        heads: HeadPartition | None = None,
+    ) -> tuple[BlockPlan, torch.Tensor]:
+        """Choose a plan for ``q``, ``k``, ``v`` (``[B, H, S, D]``, ``S = layout.seq_len``).
+
+        Without ``lse`` it runs the dense pass for the exact LSE first (``v`` is needed only
+        then); with ``lse`` (fp32 ``[B, H, S]``, e.g. cached from an earlier step) only the
+        mass pass runs. ``heads`` is this process's slice of the heads under Ulysses context
+        parallelism: the hierarchical budget then ranks the heads of the whole group (one
+        all-gather of their recall), so the plans equal those of one process. Returns the plan
+        (batch and heads of ``q``) and the coverage it achieves per head, fp32 ``[B, H]``: the
+        share of the attention mass its kept blocks hold, measured with the LSE used.
+        """
+        _check_inputs(q, k, v, layout)
+        if lse is None:
+            _, lse = dense_attention_with_lse(q, k, v, scale=scale)
+        elif lse.shape != q.shape[:3]:
+            raise ValueError(
+                f"lse must be [B, H, S] = {tuple(q.shape[:3])}, got {tuple(lse.shape)}"
+            )
+        return self._select(q, k, lse, layout, scale, heads)
+
+    def _select(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        lse: torch.Tensor,
+        layout: TokenLayout,
+        scale: float | None,
+        heads: HeadPartition | None,
+    ) -> tuple[BlockPlan, torch.Tensor]:
+        seq_len = layout.seq_len
+        block = self.block_for(seq_len)
+        mass = normalize_mass(block_attention_mass(q, k, lse, block, block, scale=scale))
+        forced = text_key_blocks(layout, block)
+        nk = mass.shape[-1]
+        if self.coverage is not None:
+            min_count, max_count = (self._keep(d, nk, len(forced)) for d in (0.0, 1.0))
+            ranked = rank_blocks(mass, forced, limit=max_count)
+            counts = coverage_counts(ranked, self.coverage, min_count, max_count)
+            max_kv = int(counts.max())  # one device sync, at search steps only
+        else:
+            levels = hierarchical_levels(self.sparsity)
+            keeps = [self._keep(1.0 - level, nk, len(forced)) for level in levels]
+            max_kv = max(keeps)  # known on the host: no device sync
+            ranked = rank_blocks(mass, forced, limit=max_kv)
+            base = torch.full(mass.shape[:3], keeps[1], device=mass.device)
+            recall = head_coverage(kept_mass(ranked, base), seq_len, block)
+            groups = _group_heads(recall, self.recall_threshold, heads)
+            head_keep = torch.tensor(keeps, device=mass.device)[groups]
+            counts = head_keep.unsqueeze(-1).expand(mass.shape[:3])
+        plan = plan_from_ranking(ranked, counts, max_kv, block, seq_len)
+        return plan, head_coverage(kept_mass(ranked, counts), seq_len, block)
+
+    def _keep(self, density: float, num_k_blocks: int, forced: int) -> int:
+        """Blocks per row for a density, after the ``min_density``/``max_density`` bounds."""
+        if self.min_density is not None:
+            density = max(density, self.min_density)
+        if self.max_density is not None:
+            density = min(density, self.max_density)
+        return keep_count(density, num_k_blocks, forced)
+
+    # --- attention ---------------------------------------------------------------------------
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall
+    ) -> torch.Tensor:
+        """One self-attention call, ``[B, H, S, D]``: search, LSE-cached search or reuse.
+
+        ``call.info`` gets ``kind`` (``"search"``, ``"cached-search"``, ``"reuse"``),
+        ``density`` (1.0 for a full search, whose output is dense; otherwise the plan's, a 0-d
+        tensor), ``dense_passes`` and ``mass_passes`` (search work done by this call), and at
+        searches ``head_density``, ``head_coverage`` (fp32 ``[H]``, mean over the batch) and
+        ``block``.
+        """
+        slot = ("adaspa", call.layer)
+        key = (call.layout, tuple(q.shape), q.device)
+        state: _LayerState | None = call.cache.get(slot)
+        if state is not None and state.key != key:
+            state = None
+        if state is None:
+            out, lse = dense_attention_with_lse(q, k, v, scale=call.scale)
+            plan, coverage = self._select(q, k, lse, call.layout, call.scale, call.heads)
+            kind, dense_passes, mass_passes = "search", 1, 1
+        elif call.step in self.search_step_indices(call.num_steps):
+            lse = state.lse
+            plan, coverage = self._select(q, k, lse, call.layout, call.scale, call.heads)
+            out = block_sparse_attention(q, k, v, plan, scale=call.scale)
+            kind, dense_passes, mass_passes = "cached-search", 0, 1
+        else:
+            out = block_sparse_attention(q, k, v, state.plan, scale=call.scale)
+            call.info.update(kind="reuse", density=state.density, dense_passes=0, mass_passes=0)
+            return out
+        head_density = plan.density_per_head()
+        state = _LayerState(
+            key=key,
+            plan=plan,
+            lse=lse,
+            density=head_density.mean(),
+            head_density=head_density.mean(0),
+            head_coverage=coverage.mean(0),
+        )
+        call.cache[slot] = state
+        call.info.update(
+            kind=kind,
+            density=1.0 if kind == "search" else state.density,
+            dense_passes=dense_passes,
+            mass_passes=mass_passes,
+            head_density=state.head_density,
+            head_coverage=state.head_coverage,
+            block=plan.block_q,
+        )
+        return out
+
+    # --- report ------------------------------------------------------------------------------
+
+    def report_lines(self, records: list[dict[str, Any]]) -> list[str]:
+        """When each layer's plans were refreshed, and its latest plan's density and coverage
+        per head."""
+        refreshes: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+        for record in records:
+            if record.get("kind") in ("search", "cached-search"):
+                refreshes[(record["transformer"], record["branch"], record["layer"])].append(record)
+        if not refreshes:
+            return []
+        lines = [
+            "adaspa plans: refreshed at (step:kind); latest plan's density / coverage per head",
+            f"{'transformer':<14} {'branch':<11} {'layer':>5} {'block':>5}  refreshed",
+        ]
+        for (name, branch, layer), rows in sorted(refreshes.items()):
+            rows.sort(key=lambda r: r["step"])
+            latest = rows[-1]
+            steps = " ".join(f"{r['step']}:{r['kind']}" for r in rows)
+            lines.append(f"{name:<14} {branch:<11} {layer:>5} {latest['block']:>5}  {steps}")
+            lines.append(f"{'':<38}density  {_format_heads(latest['head_density'])}")
+            lines.append(f"{'':<38}coverage {_format_heads(latest['head_coverage'])}")
+        return lines
+
+
+def _group_heads(
+    recall: torch.Tensor, threshold: float, heads: HeadPartition | None
+) -> torch.Tensor:
+    """`hierarchical_groups` over all heads of the Ulysses group, sliced to this process's."""
+    if heads is None or not heads.is_split:
+        return hierarchical_groups(recall, threshold)
+    parts = [torch.empty_like(recall) for _ in range(heads.total // heads.local)]
+    torch.distributed.all_gather(parts, recall.contiguous(), group=heads.group)
+    groups = hierarchical_groups(torch.cat(parts, dim=-1), threshold)
+    return groups[:, heads.offset : heads.offset + heads.local]
+
+
+def _format_heads(values: list[float]) -> str:
+    return " ".join(f"{value:.2f}" for value in values)
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TokenLayout) -> None:
+    if q.dim() != 4 or q.shape != k.shape or k.shape[:3] != v.shape[:3]:
+        raise ValueError(
+            "AdaSpa.search expects q, k, v [B, H, S, D] of one shape, got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if q.shape[2] != layout.seq_len:
+        raise ValueError(
+            f"q has {q.shape[2]} tokens but the layout {layout.describe()} has {layout.seq_len}"
+        )

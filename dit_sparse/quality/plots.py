@@ -1,0 +1,141 @@
+"""Figures and videos of a bench run: the speed/quality Pareto plot, per-frame PSNR curves and
+side-by-side videos (dense | method | error heatmap).
+
+Figures use matplotlib's object API on the Agg canvas (no pyplot, no display needed) and are
+written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..generation import save_frames
+from ..utils import atomic_output
+from .harness import RunRecord, SettingSummary
+
+# A mean absolute error of this much (a quarter of the [0, 1] range) or more shows as the
+# hottest colour of the heatmap; one fixed scale keeps heatmaps of different methods comparable.
+ERROR_FULL_SCALE = 0.25
+
+
+def slug(text: str) -> str:
+    """``radial(decay_factor=0.5)`` -> ``radial_decay_factor-0.5``: safe in a file name."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text.replace("=", "-")).strip("_")
+
+
+def _save(figure: Figure, path: str | Path) -> None:
+    with atomic_output(path) as tmp:
+        figure.savefig(tmp, dpi=120, bbox_inches="tight")
+
+
+def _ceiling(values: list[float]) -> float | None:
+    """Where infinite values (identical videos) are drawn: above every finite one."""
+    if all(math.isfinite(v) for v in values):
+        return None
+    return max((v for v in values if math.isfinite(v)), default=0.0) + 10.0
+
+
+def _drawn(values: list[float], ceiling: float | None) -> list[float]:
+    return [v if math.isfinite(v) else ceiling for v in values]
+
+
+def plot_pareto(summaries: list[SettingSummary], path: str | Path, note: str | None) -> None:
+    """Speedup against PSNR and against LPIPS, one labelled point per method setting."""
+    points = [s for s in summaries if not s.setting.is_dense and s.speedup is not None]
+    figure = Figure(figsize=(11, 4.5))
+    for axes, metric, label in zip(
+        figure.subplots(1, 2),
+        ("psnr", "lpips"),
+        ("PSNR vs dense, dB (higher is better)", "LPIPS vs dense (lower is better)"),
+    ):
+        axes.axvline(1.0, color="grey", linestyle="--", linewidth=1, label="dense (1.0x)")
+        shown = [s for s in points if getattr(s, metric) is not None]
+        ceiling = _ceiling([getattr(s, metric) for s in shown])
+        values = _drawn([getattr(s, metric) for s in shown], ceiling)
+        axes.scatter([s.speedup for s in shown], values, zorder=3)
+        for summary, value in zip(shown, values):
+            text = summary.setting.label + (" (inf)" if value == ceiling else "")
+            axes.annotate(text, (summary.speedup, value), textcoords="offset points", xytext=(4, 4))
+        if not shown:
+            axes.text(
+                0.5, 0.5, f"no {metric.upper()} values", ha="center", transform=axes.transAxes
+            )
+        axes.set_xlabel("end-to-end speedup vs dense")
+        axes.set_ylabel(label)
+        axes.margins(x=0.2, y=0.15)  # room for the labels beside the points
+        axes.grid(alpha=0.3)
+        axes.legend(loc="best", fontsize="small")
+    figure.suptitle("speed vs quality" + (f"\n{note}" if note else ""))
+    _save(figure, path)
+
+
+def plot_psnr_per_frame(records: list[RunRecord], path: str | Path, note: str | None) -> None:
+    """PSNR of every frame, one line per method setting (runs of one case)."""
+    figure = Figure(figsize=(8, 4.5))
+    axes = figure.subplots()
+    scored = [r for r in records if r.metrics is not None]
+    ceiling = _ceiling([v for r in scored for v in r.metrics.psnr])
+    for record in scored:
+        values = _drawn(record.metrics.psnr, ceiling)
+        axes.plot(range(len(values)), values, marker=".", label=record.setting.label)
+    if ceiling is not None:
+        axes.axhline(ceiling, color="grey", linestyle=":", linewidth=1, label="inf (identical)")
+    axes.set_xlabel("frame")
+    axes.set_ylabel("PSNR vs dense, dB")
+    axes.grid(alpha=0.3)
+    if scored:
+        axes.legend(loc="best", fontsize="small")
+        axes.set_title(scored[0].case.slug + (f"\n{note}" if note else ""), fontsize="medium")
+    _save(figure, path)
+
+
+def error_heatmap(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """``float [F, H, W, 3]``: mean absolute RGB error per pixel in the inferno colour map."""
+    from matplotlib import colormaps
+
+    error = np.abs(test - reference).mean(axis=-1) / ERROR_FULL_SCALE
+    return colormaps["inferno"](np.clip(error, 0.0, 1.0))[..., :3].astype(np.float32)
+
+
+def _label_strip(width: int, height: int, titles: list[str], note: str | None) -> np.ndarray:
+    """``float [height, width, 3]``: panel titles (and ``note`` in red) rendered on black."""
+    dpi = 100
+    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="black")
+    canvas = FigureCanvasAgg(figure)
+    rows = 2 if note else 1
+    size = 0.45 * height / rows * 72 / dpi  # points, so that a line fills ~60% of its row
+    for index, title in enumerate(titles):
+        x = (index + 0.5) / len(titles)
+        figure.text(x, 1 - 0.5 / rows, title, color="white", ha="center", va="center", size=size)
+    if note:
+        figure.text(0.5, 0.25, note, color="#ff5050", ha="center", va="center", size=size)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3].astype(np.float32) / 255.0
+    strip = np.zeros((height, width, 3), np.float32)  # figure sizes may round by a pixel
+    strip[: pixels.shape[0], : pixels.shape[1]] = pixels[:height, :width]
+    return strip
+
+
+def write_side_by_side(
+    path: str | Path,
+    reference: np.ndarray,
+    test: np.ndarray,
+    label: str,
+    note: str | None = None,
+    fps: int = 16,
+) -> None:
+    """An mp4 of ``dense | label | |error|`` under a title strip, one frame per input frame."""
+    frames, height, width, _ = reference.shape
+    panels = np.concatenate([reference, test, error_heatmap(reference, test)], axis=2)
+    # Even strip height: H.264 in yuv420p needs even frame sizes.
+    strip_height = 2 * max(8, round(height / 24)) * (2 if note else 1)
+    titles = ["dense", label, f"|error| x{1 / ERROR_FULL_SCALE:g}"]
+    strip = _label_strip(3 * width, strip_height, titles, note)
+    video = np.concatenate([np.broadcast_to(strip, (frames, *strip.shape)), panels], axis=1)
+    save_frames(video, path, fps=fps)

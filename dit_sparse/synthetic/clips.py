@@ -1,0 +1,214 @@
+"""Procedural clips: a coloured shape moving and bouncing over a textured background.
+
+Everything is drawn with tensor operations on whatever device the generator lives on, so a
+training loop makes its batches on the GPU as it goes. A clip's randomness beyond its named
+attributes (exact speed, size, start, drift, tones, texture scale) comes from the generator.
+
+Motion: the shape starts in the half of the frame it moves away from, far enough from the wall
+ahead that the first third of the clip shows the named direction before any bounce; a small
+sideways drift (at most a third of the speed) keeps tracks from being axis-aligned. Both axes
+reflect at the frame's edges, so fast shapes bounce back and forth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .vocabulary import (
+    BACKGROUNDS,
+    COLOURS,
+    DIRECTIONS,
+    SHAPES,
+    SPEEDS,
+    ClipAttributes,
+    vocabulary_size,
+)
+
+_DIRECTION_STEPS = torch.tensor(list(DIRECTIONS.values()), dtype=torch.float32)
+_SPEED_RANGES = torch.tensor(list(SPEEDS.values()), dtype=torch.float32)
+_PALETTE = torch.tensor(list(COLOURS.values()), dtype=torch.float32)
+_CIRCLE, _SQUARE, _TRIANGLE = (SHAPES.index(s) for s in ("circle", "square", "triangle"))
+_STRIPED, _CHECKERED, _DOTTED = (BACKGROUNDS.index(b) for b in ("striped", "checkered", "dotted"))
+_RADIUS_RANGE = (0.08, 0.13)  # shape size (circle radius) in frame widths
+_MAX_DRIFT = 1.0 / 3.0  # sideways speed as a share of the named speed
+# Attribute fields in `ClipAttributes.index` order (colour most significant) and their sizes.
+_FIELDS = ("colour", "shape", "direction", "speed", "background")
+_SIZES = (len(COLOURS), len(SHAPES), len(DIRECTIONS), len(SPEEDS), len(BACKGROUNDS))
+
+
+@dataclass(frozen=True)
+class ClipBatch:
+    """Attribute indices of a batch of clips, int64 ``[B]`` each, in the vocabulary's order."""
+
+    colour: torch.Tensor
+    shape: torch.Tensor
+    direction: torch.Tensor
+    speed: torch.Tensor
+    background: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.colour.shape[0]
+
+    @property
+    def index(self) -> torch.Tensor:
+        """int64 ``[B]``: each clip's `ClipAttributes.index` (to look up its prompt embedding)."""
+        index = torch.zeros_like(self.colour)
+        for name, size in zip(_FIELDS, _SIZES):
+            index = index * size + getattr(self, name)
+        return index
+
+    def attributes(self) -> list[ClipAttributes]:
+        return [ClipAttributes.from_index(int(i)) for i in self.index.tolist()]
+
+    def prompts(self) -> list[str]:
+        return [a.prompt for a in self.attributes()]
+
+    @classmethod
+    def from_attributes(
+        cls, attributes: list[ClipAttributes], device: torch.device | str = "cpu"
+    ) -> ClipBatch:
+        index = torch.tensor([a.index for a in attributes], dtype=torch.long, device=device)
+        return cls.from_index(index)
+
+    @classmethod
+    def from_index(cls, index: torch.Tensor) -> ClipBatch:
+        """The batch whose clips have the vocabulary indices ``index`` (int64 ``[B]``)."""
+        if index.numel() and not 0 <= int(index.min()) <= int(index.max()) < vocabulary_size():
+            raise ValueError(f"attribute indices must be in [0, {vocabulary_size()})")
+        digits = {}
+        for name, size in reversed(list(zip(_FIELDS, _SIZES))):
+            index, digits[name] = index.div(size, rounding_mode="floor"), index.remainder(size)
+        return cls(**digits)
+
+
+def sample_clip_batch(count: int, generator: torch.Generator) -> ClipBatch:
+    """``count`` clips with every attribute drawn uniformly, on the generator's device."""
+    index = torch.randint(vocabulary_size(), (count,), generator=generator, device=generator.device)
+    return ClipBatch.from_index(index)
+
+
+def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator):
+    return low + (high - low) * torch.rand(shape, generator=generator, device=generator.device)
+
+
+def _bounce(start: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor, low, high):
+    """Positions ``[B, F]`` of points moving at ``velocity`` reflected inside ``[low, high]``."""
+    span = (high - low)[:, None]
+    travelled = (start - low)[:, None] + velocity[:, None] * t[None, :]
+    # A triangle wave of period 2*span: the unfolded path folded back into the interval.
+    return low[:, None] + span - (travelled.remainder(2 * span) - span).abs()
+
+
+def _tracks(batch: ClipBatch, frames: int, height: int, width: int, g: torch.Generator):
+    """Centres ``[B, F]`` (x, y) in pixels and radii ``[B]``."""
+    device = g.device
+    count = len(batch)
+    size = float(min(height, width))
+    radius = _uniform((count,), *_RADIUS_RANGE, g) * size
+    low_high = _SPEED_RANGES.to(device)[batch.speed]
+    speed = low_high[:, 0] + (low_high[:, 1] - low_high[:, 0]) * torch.rand(
+        count, generator=g, device=device
+    )
+    step = _DIRECTION_STEPS.to(device)[batch.direction]  # [B, 2]
+    horizontal = step[:, 0] != 0
+    extent = torch.where(horizontal, float(width), float(height))  # along the motion
+    across = torch.where(horizontal, float(height), float(width))
+    speed_px = speed * extent
+    sign = step.sum(1)  # +1 right/down, -1 left/up
+    # Start so that the wall ahead is at least a third of the clip's travel away.
+    lead = speed_px * (frames - 1) / 3.0
+    near, far = radius, extent - radius
+    room = torch.clamp(far - near - lead, min=0.0)
+    offset = torch.rand(count, generator=g, device=device) * room
+    along0 = torch.where(sign > 0, near + offset, far - offset)
+    across0 = radius + torch.rand(count, generator=g, device=device) * (across - 2 * radius)
+    drift = _uniform((count,), -_MAX_DRIFT, _MAX_DRIFT, g) * speed_px
+    t = torch.arange(frames, device=device, dtype=torch.float32)
+    along = _bounce(along0, sign * speed_px, t, radius, extent - radius)
+    side = _bounce(across0, drift, t, radius, across - radius)
+    x = torch.where(horizontal[:, None], along, side)
+    y = torch.where(horizontal[:, None], side, along)
+    return x, y, radius
+
+
+def _shape_alpha(batch: ClipBatch, x, y, radius, height: int, width: int) -> torch.Tensor:
+    """Coverage ``[B, F, H, W]`` in [0, 1], antialiased over about one pixel."""
+    device = x.device
+    px = torch.arange(width, device=device, dtype=torch.float32) + 0.5
+    py = torch.arange(height, device=device, dtype=torch.float32) + 0.5
+    dx = px[None, None, None, :] - x[:, :, None, None]
+    dy = py[None, None, :, None] - y[:, :, None, None]
+    r = radius[:, None, None, None]
+    circle = torch.sqrt(dx.square() + dy.square()) - r
+    # Squares and triangles are scaled to roughly the circle's area.
+    square = torch.maximum(dx.abs(), dy.abs()) - 0.89 * r
+    # An equilateral triangle, apex up: the largest of its three edge distances.
+    cos30 = math.sqrt(3.0) / 2.0
+    triangle = (
+        torch.maximum(torch.maximum(cos30 * dx - 0.5 * dy, -cos30 * dx - 0.5 * dy), dy) - 0.7 * r
+    )
+    shape = batch.shape[:, None, None, None]
+    distance = torch.where(
+        shape == _CIRCLE, circle, torch.where(shape == _SQUARE, square, triangle)
+    )
+    return torch.clamp(0.5 - distance, 0.0, 1.0)
+
+
+def _backgrounds(batch: ClipBatch, height: int, width: int, g: torch.Generator) -> torch.Tensor:
+    """Static low-saturation textures ``[B, 3, H, W]`` in [0, 1]."""
+    device = g.device
+    count = len(batch)
+    px = torch.arange(width, device=device, dtype=torch.float32)[None, None, :] + 0.5
+    py = torch.arange(height, device=device, dtype=torch.float32)[None, :, None] + 0.5
+    period = _uniform((count, 1, 1), 6.0, 14.0, g)
+    phase = _uniform((count, 2, 1, 1), 0.0, 1.0, g)
+    angle = _uniform((count, 1, 1), 0.0, math.pi, g)
+    coordinate = (px * torch.cos(angle) + py * torch.sin(angle)) / period + phase[:, 0]
+    stripes = 0.5 + 0.5 * torch.tanh(3.0 * torch.sin(2 * math.pi * coordinate))
+    cells = torch.floor(px / period + phase[:, 0]) + torch.floor(py / period + phase[:, 1])
+    checks = cells.remainder(2.0)
+    nearest_x = (px / period + phase[:, 0]).remainder(1.0) - 0.5
+    nearest_y = (py / period + phase[:, 1]).remainder(1.0) - 0.5
+    dots = torch.clamp(
+        0.5 + period * (0.25 - torch.sqrt(nearest_x.square() + nearest_y.square())), 0.0, 1.0
+    )
+    kind = batch.background[:, None, None]
+    pattern = torch.where(
+        kind == _STRIPED,
+        stripes,
+        torch.where(
+            kind == _CHECKERED, checks, torch.where(kind == _DOTTED, dots, torch.zeros_like(dots))
+        ),
+    )
+    # Two tones: a grey with a faint tint, and the same shifted lighter or darker.
+    base = _uniform((count, 1, 1, 1), 0.15, 0.5, g) + _uniform((count, 3, 1, 1), -0.05, 0.05, g)
+    contrast = _uniform((count, 1, 1, 1), 0.12, 0.25, g)
+    contrast = contrast * torch.where(_uniform((count, 1, 1, 1), 0.0, 1.0, g) < 0.5, -1.0, 1.0)
+    grain = 0.02 * torch.randn((count, 1, height, width), generator=g, device=device)
+    return torch.clamp(base + contrast * pattern[:, None] + grain, 0.0, 1.0)
+
+
+def render_clips(
+    batch: ClipBatch, frames: int, height: int, width: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Draw ``batch``: float32 ``[B, 3, F, H, W]`` in [-1, 1], on the generator's device."""
+    if frames < 1 or height < 8 or width < 8:
+        raise ValueError(f"need frames >= 1 and height, width >= 8; got {frames}x{height}x{width}")
+    device = generator.device
+    background = _backgrounds(batch, height, width, generator)
+    x, y, radius = _tracks(batch, frames, height, width, generator)
+    alpha = _shape_alpha(batch, x, y, radius, height, width)[:, None]  # [B, 1, F, H, W]
+    count = len(batch)
+    # Each clip's colour varies a little in brightness and hue around its palette entry.
+    colour = _PALETTE.to(device)[batch.colour] * _uniform((count, 1), 0.85, 1.0, generator)
+    colour = torch.clamp(colour + _uniform((count, 3), -0.04, 0.04, generator), 0.0, 1.0)
+    video = background[:, :, None] * (1 - alpha) + colour[:, :, None, None, None] * alpha
+    return video * 2.0 - 1.0
+
+
+def to_frames(videos: torch.Tensor) -> torch.Tensor:
+    """``[B, 3, F, H, W]`` in [-1, 1] (as drawn) to ``[B, F, H, W, 3]`` in [0, 1] (as generated)."""
+    return ((videos.float() + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 4, 1)

@@ -1,0 +1,96 @@
+"""The Triton block-mass kernel (run by Triton's interpreter) against dense softmax in float64."""
+
+import pytest
+import torch
+from triton_interpreter import triton_interpreter  # noqa: F401 (selects the interpreter)
+
+from dit_sparse.kernels import block_attention_mass
+from dit_sparse.kernels.reference import block_attention_mass_reference
+
+pytestmark = pytest.mark.usefixtures("triton_interpreter")
+
+
+def generator():
+    return torch.Generator().manual_seed(torch.seed() % 2**31)
+
+
+def softmax_block_mass(q, k, block_q, block_k, scale):
+    """Dense softmax in float64, summed per (query block, key block), over rows per block."""
+    probs = torch.softmax(q.double() @ k.double().transpose(-1, -2) * scale, dim=-1)
+    seq_len = q.shape[2]
+    nq, nk = -(-seq_len // block_q), -(-seq_len // block_k)
+    padded = torch.zeros(*probs.shape[:2], nq * block_q, nk * block_k, dtype=torch.float64)
+    padded[..., :seq_len, :seq_len] = probs
+    sums = padded.view(*probs.shape[:2], nq, block_q, nk, block_k).sum((3, 5))
+    rows = torch.full((nq,), float(block_q), dtype=torch.float64)
+    rows[-1] = seq_len - (nq - 1) * block_q
+    return sums / rows[:, None]
+
+
+def dense_lse(q, k, scale):
+    return torch.logsumexp(q.double() @ k.double().transpose(-1, -2) * scale, -1).float()
+
+
+@pytest.mark.parametrize(
+    "seq_len,block_q,block_k,dim,dtype",
+    [
+        (200, 64, 32, 16, torch.float32),  # ragged; one tile spans several key blocks
+        (333, 32, 128, 32, torch.float16),
+        (300, 256, 64, 16, torch.float32),  # query blocks split into tiles
+        (300, 64, 256, 16, torch.float32),  # key blocks split into tiles
+    ],
+)
+def test_dense_lse_gives_rows_summing_to_one(seq_len, block_q, block_k, dim, dtype):
+    g = generator()
+    q, k = (torch.randn(2, 2, seq_len, dim, generator=g).to(dtype) for _ in range(2))
+    mass = block_attention_mass(q, k, dense_lse(q, k, 0.3), block_q, block_k, scale=0.3)
+    assert mass.dtype == torch.float32
+    assert (mass.double() - softmax_block_mass(q, k, block_q, block_k, 0.3)).abs().max() < 1e-5
+    assert (mass.sum(-1) - 1).abs().max() < 1e-5
+
+
+def test_any_lse_matches_reference_and_minus_inf_rows_add_nothing():
+    g = generator()
+    q, k = (torch.randn(1, 2, 180, 16, generator=g) for _ in range(2))
+    lse = dense_lse(q, k, 0.25) + torch.rand(1, 2, 180, generator=g)
+    lse[..., :40] = float("-inf")
+    mass = block_attention_mass(q, k, lse, 64, 32, scale=0.25)
+    expected = block_attention_mass_reference(q.double(), k.double(), lse.double(), 64, 32, 0.25)
+    assert torch.isfinite(mass).all()
+    assert (mass.double() - expected).abs().max() < 1e-6
+
+
+def test_reference_matches_dense_softmax():
+    g = generator()
+    q, k = (torch.randn(2, 1, 150, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    lse = torch.logsumexp(q @ k.transpose(-1, -2) * 0.5, -1)
+    mass = block_attention_mass_reference(q, k, lse, 32, 16, 0.5)
+    assert (mass - softmax_block_mass(q, k, 32, 16, 0.5)).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize(
+    "change,error,match",
+    [
+        (dict(lse=torch.zeros(1, 1, 63)), ValueError, r"lse must be float32 \[B, H, S\]"),
+        (dict(lse=torch.zeros(1, 1, 64, dtype=torch.float64)), ValueError, "float32"),
+        (dict(k=torch.zeros(1, 1, 64, 32)), ValueError, "one shape"),
+        (dict(q=torch.zeros(1, 1, 64, 16, dtype=torch.float64)), TypeError, "float16"),
+        (dict(block_q=48), ValueError, "block_q must be a power of two >= 16"),
+        (dict(block_k=8), ValueError, "block_k must be a power of two >= 16"),
+        (dict(scale=0.0), ValueError, "positive"),
+    ],
+)
+def test_bad_inputs_raise_with_what_is_accepted(change, error, match):
+    args = dict(
+        q=torch.zeros(1, 1, 64, 16),
+        k=torch.zeros(1, 1, 64, 16),
+        lse=torch.zeros(1, 1, 64),
+        block_q=32,
+        block_k=32,
+        scale=None,
+    )
+    args.update(change)
+    with pytest.raises(error, match=match):
+        block_attention_mass(
+            args["q"], args["k"], args["lse"], args["block_q"], args["block_k"], scale=args["scale"]
+        )

@@ -1,0 +1,198 @@
+"""The Triton block-sparse attention kernel (run by Triton's interpreter) against the float64
+torch reference, on fresh random inputs and plans each run."""
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from triton_interpreter import triton_interpreter  # noqa: F401 (selects the interpreter)
+
+from dit_sparse import BlockPlan
+from dit_sparse.kernels import _runtime, dense_attention_with_lse
+from dit_sparse.kernels.block_sparse_attention import (
+    block_sparse_attention,
+    default_config,
+    launch_block_sparse_attention,
+)
+from dit_sparse.kernels.reference import block_sparse_attention_reference
+
+TOLERANCE = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
+
+
+pytestmark = pytest.mark.usefixtures("triton_interpreter")
+
+
+def generator():
+    return torch.Generator().manual_seed(torch.seed() % 2**31)
+
+
+def qkv(batch, heads, seq_len, dim, dtype, g, token_major=False):
+    """Random q, k, v; ``token_major`` gives diffusers' ``[B, S, H, D]``-transposed strides."""
+    shape = (batch, seq_len, heads, dim) if token_major else (batch, heads, seq_len, dim)
+    tensors = [torch.randn(shape, generator=g).to(dtype) for _ in range(3)]
+    return [t.transpose(1, 2) for t in tensors] if token_major else tensors
+
+
+def random_plan(batch, heads, seq_len, block_q, block_k, g, empty_rows=True, perm=False):
+    """Each query block keeps 1..all key blocks at random; a few keep none."""
+    nq, nk = -(-seq_len // block_q), -(-seq_len // block_k)
+    scores = torch.rand(batch, heads, nq, nk, generator=g)
+    keep = torch.randint(1, nk + 1, (batch, heads, nq, 1), generator=g)
+    if empty_rows:
+        keep[torch.rand(batch, heads, nq, 1, generator=g) < 0.15] = 0
+    mask = scores.argsort(-1).argsort(-1) < keep
+    permutation = None
+    if perm:
+        permutation = torch.stack(
+            [torch.randperm(seq_len, generator=g) for _ in range(batch * heads)]
+        ).view(batch, heads, seq_len)
+    return BlockPlan.from_block_mask(mask, block_q, block_k, seq_len, perm=permutation)
+
+
+def run_kernel(q, k, v, plan, scale):
+    """Launch into NaN-poisoned O and LSE buffers, so that any element left unwritten shows."""
+    out = torch.full_like(q, float("nan"))
+    lse = torch.full(q.shape[:3], float("nan"))
+    config = default_config(q.shape[-1], plan.block_q, plan.block_k, q.device)
+    launch_block_sparse_attention(q, k, v, plan, scale, out, lse, config)
+    return out, lse
+
+
+def assert_matches_reference(q, k, v, plan, scale, out, lse):
+    expected, expected_lse = block_sparse_attention_reference(
+        q.double(), k.double(), v.double(), plan, scale, return_lse=True
+    )
+    assert not out.isnan().any() and not lse.isnan().any()
+    tolerance = TOLERANCE[q.dtype]
+    assert (out.double() - expected).abs().max() < tolerance
+    empty = expected_lse == float("-inf")
+    assert torch.equal(lse == float("-inf"), empty)
+    assert (lse.double() - expected_lse)[~empty].abs().max() < tolerance
+
+
+@pytest.mark.parametrize(
+    "seq_len,block_q,block_k,dim,dtype,plan_batch,plan_heads",
+    [
+        (128, 128, 128, 64, torch.float32, 2, 2),  # one block
+        (200, 64, 32, 16, torch.float32, 1, 2),  # ragged; batch-1 plan broadcasts
+        (333, 64, 64, 32, torch.float16, 2, 1),  # ragged; head-1 plan broadcasts
+        (300, 64, 256, 16, torch.float32, 2, 2),  # key blocks split into tiles
+        (400, 256, 32, 16, torch.float32, 1, 1),  # query blocks split into tiles
+    ],
+)
+def test_random_plans_match_reference(
+    seq_len, block_q, block_k, dim, dtype, plan_batch, plan_heads
+):
+    g = generator()
+    q, k, v = qkv(2, 2, seq_len, dim, dtype, g)
+    plan = random_plan(plan_batch, plan_heads, seq_len, block_q, block_k, g)
+    out, lse = run_kernel(q, k, v, plan, 0.3)
+    assert_matches_reference(q, k, v, plan, 0.3, out, lse)
+
+
+@pytest.mark.parametrize("plan_batch", [1, 2])
+def test_perm_is_fused_into_loads_and_stores(plan_batch):
+    g = generator()
+    q, k, v = qkv(2, 2, 210, 16, torch.float32, g, token_major=True)
+    plan = random_plan(plan_batch, 2, 210, 64, 32, g, perm=True)
+    out, lse = run_kernel(q, k, v, plan, 1 / math.sqrt(16))
+    assert_matches_reference(q, k, v, plan, 1 / math.sqrt(16), out, lse)
+
+
+def test_token_major_strides_and_out_buffer():
+    g = generator()
+    q, k, v = qkv(1, 3, 150, 32, torch.float16, g, token_major=True)
+    plan = random_plan(1, 3, 150, 64, 64, g, empty_rows=False)
+    out = torch.full_like(q, float("nan"))
+    result, lse = block_sparse_attention(q, k, v, plan, return_lse=True, out=out)
+    assert result is out and out.dtype == torch.float16 and lse.dtype == torch.float32
+    assert_matches_reference(q, k, v, plan, 1 / math.sqrt(32), out, lse)
+
+
+def test_rows_without_blocks_give_zero_and_minus_inf():
+    g = generator()
+    q, k, v = qkv(1, 1, 100, 16, torch.float32, g)
+    mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    mask[..., 2, 1] = mask[..., 3, 3] = True
+    out, lse = run_kernel(q, k, v, BlockPlan.from_block_mask(mask, 32, 32, 100), 0.25)
+    assert torch.all(out[..., :64, :] == 0) and torch.all(lse[..., :64] == float("-inf"))
+    assert torch.isfinite(lse[..., 64:]).all()
+
+
+def test_bf16_computes_in_fp32_under_the_interpreter():
+    g = generator()
+    q, k, v = qkv(1, 2, 160, 16, torch.bfloat16, g)
+    plan = random_plan(1, 2, 160, 32, 32, g)
+    out, lse = block_sparse_attention(q, k, v, plan, return_lse=True)
+    assert out.dtype == torch.bfloat16
+    assert_matches_reference(q, k, v, plan, 1 / math.sqrt(16), out, lse)
+
+
+def test_dense_attention_with_lse_matches_sdpa():
+    g = generator()
+    q, k, v = qkv(1, 2, 140, 32, torch.float32, g)
+    out, lse = dense_attention_with_lse(q, k, v, scale=0.2)
+    assert (out - F.scaled_dot_product_attention(q, k, v, scale=0.2)).abs().max() < 1e-5
+    scores = (q.double() @ k.double().transpose(-1, -2)) * 0.2
+    assert (lse.double() - torch.logsumexp(scores, -1)).abs().max() < 1e-5
+
+
+def test_cpu_without_interpreter_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.setattr(_runtime, "_warned", set())
+    g = generator()
+    q, k, v = qkv(1, 1, 64, 16, torch.float32, g)
+    plan = random_plan(1, 1, 64, 32, 32, g)
+    with pytest.warns(UserWarning, match="torch reference"):
+        out = block_sparse_attention(q, k, v, plan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        block_sparse_attention(q, k, v, plan)
+    assert torch.equal(out, block_sparse_attention_reference(q, k, v, plan))
+
+
+def _plan(seq_len=64, block=32, batch=1, heads=1):
+    return BlockPlan.dense(batch, heads, seq_len, block, block)
+
+
+@pytest.mark.parametrize(
+    "change,error,match",
+    [
+        (dict(q=torch.zeros(1, 1, 64, 16, dtype=torch.float64)), TypeError, "float16, bfloat16"),
+        (dict(q=torch.zeros(1, 1, 64, 16, dtype=torch.int32)), TypeError, "float16, bfloat16"),
+        (dict(k=torch.zeros(1, 1, 64, 16, dtype=torch.float16)), TypeError, "one dtype"),
+        (dict(q=torch.zeros(1, 64, 16)), ValueError, r"\[B, H, S, D\]"),
+        (dict(k=torch.zeros(1, 1, 32, 16)), ValueError, "one shape"),
+        (dict(q="q"), TypeError, "torch.Tensor"),
+        (dict(plan="dense"), TypeError, "BlockPlan"),
+        (dict(plan=_plan(seq_len=96)), ValueError, "seq_len 96"),
+        (dict(plan=_plan(batch=2)), ValueError, "broadcast"),
+        (dict(plan=_plan(block=24)), ValueError, "power of two >= 16"),
+        (dict(plan=_plan(block=8)), ValueError, "power of two >= 16"),
+        (dict(plan=_plan().to("meta")), ValueError, "plan.to"),
+        (dict(scale=-1.0), ValueError, "positive"),
+        (dict(out=torch.zeros(1, 1, 64, 8)), ValueError, "out must be"),
+    ],
+)
+def test_bad_inputs_raise_with_what_is_accepted(change, error, match):
+    args = dict(
+        q=torch.zeros(1, 1, 64, 16),
+        k=torch.zeros(1, 1, 64, 16),
+        v=torch.zeros(1, 1, 64, 16),
+        plan=_plan(),
+        scale=None,
+        out=None,
+    )
+    args.update(change)
+    with pytest.raises(error, match=match):
+        block_sparse_attention(
+            args["q"], args["k"], args["v"], args["plan"], scale=args["scale"], out=args["out"]
+        )
+
+
+def test_head_dim_outside_the_supported_set_raises():
+    q = torch.zeros(1, 1, 64, 48)
+    with pytest.raises(ValueError, match=r"head dim must be one of \(16, 32, 64, 128, 256\)"):
+        block_sparse_attention(q, q, q, _plan())

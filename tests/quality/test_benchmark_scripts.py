@@ -1,0 +1,71 @@
+"""The GPU benchmark scripts, run end to end in their --tiny CPU mode (in this process: they
+are plain scripts beside their `common` module)."""
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+METHODS = "adaspa,svg"
+
+
+@pytest.fixture
+def script(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module
+
+
+def _run(module, tmp_path, capsys, *args):
+    out = tmp_path / "result.json"
+    argv = ["--tiny", "--methods", METHODS, "--warmup", "0", "--repeats", "1", "--out", str(out)]
+    assert module.main([*argv, *args]) == 0
+    return json.loads(out.read_text()), capsys.readouterr().out
+
+
+def _check_provenance(doc):
+    for key in ("gpu", "torch", "triton", "diffusers", "date", "command"):
+        assert key in doc
+    assert doc["gpu"] == "cpu" and doc["tiny"] is True
+
+
+def test_e2e_tiny(script, tmp_path, capsys):
+    doc, printed = _run(script("e2e"), tmp_path, capsys, "--models", "1.3b")
+    _check_provenance(doc)
+    (model,) = doc["models"]
+    assert model["tokens"] == 640 and model["text_tokens"] == 512
+    dense = model["dense"]
+    assert dense["median"] > 0 and 0 < dense["attention_share"] < 1 and dense["output_finite"]
+    results = {r["method"]: r for r in model["methods"]}
+    assert set(results) == {"adaspa", "svg"}
+    for result in results.values():
+        assert "error" not in result, result
+        assert len(result["schedule"]) == doc["num_steps"] == 50
+        assert result["speedup"] > 0 and result["amdahl_limit"] >= 1.0
+        assert all(step["matches"] for step in result["steps"].values()), result["steps"]
+    # AdaSpa: a full search at its first sparse step, a cached search later, reuse between.
+    assert list(results["adaspa"]["steps"]) == ["search", "reuse", "cached-search"]
+    assert results["adaspa"]["schedule"][:10] == ["dense"] * 10
+    assert "| dense |" in printed and "Amdahl limit" in printed
+
+
+def test_attention_layer_tiny(script, tmp_path, capsys):
+    doc, printed = _run(script("attention_layer"), tmp_path, capsys)
+    _check_provenance(doc)
+    (layout,) = doc["layouts"]
+    assert [case["case"] for case in layout["cases"]] == ["random", "structured"]
+    for case in layout["cases"]:
+        assert case["dense"]["median"] > 0
+        for result in case["methods"]:
+            assert "error" not in result, result
+            for step in result["steps"].values():
+                assert step["matches"] and step["median"] > 0
+                assert 0 < step["density"] <= 1 and step["relative_error"] >= 0
+    assert "| structured |" in printed
+
+
+@pytest.mark.parametrize("name", ["e2e", "attention_layer"])
+def test_scripts_reject_bad_arguments(script, name):
+    with pytest.raises(SystemExit, match="--repeats"):
+        script(name).main(["--tiny", "--repeats", "0"])
