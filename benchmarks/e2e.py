@@ -29,7 +29,6 @@ import gc
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -119,7 +118,7 @@ TINY_CONFIG = {
 
 
 def tiny_spec(key: str) -> ModelSpec:
-    return ModelSpec(f"{MODELS[key].name} (tiny)", "tiny", TINY_CONFIG, (5, 16, 32))
+    return ModelSpec(f"{MODELS[key].name} (tiny config)", "", TINY_CONFIG, (3, 16, 16))
 
 
 def build_transformer(spec: ModelSpec, device: torch.device, dtype: torch.dtype):
@@ -133,12 +132,12 @@ def build_transformer(spec: ModelSpec, device: torch.device, dtype: torch.dtype)
     from accelerate import init_empty_weights
     from diffusers import WanTransformer3DModel
 
-    from dit_sparse.pipelines.loading import _cast_like_from_pretrained
+    from dit_sparse.pipelines.loading import cast_like_from_pretrained
 
     with init_empty_weights(include_buffers=False):
         model = WanTransformer3DModel(**spec.config)
     buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
-    _cast_like_from_pretrained(SimpleNamespace(components={"transformer": model}), dtype)
+    cast_like_from_pretrained(model, dtype)
     model.to_empty(device=device)
     with torch.no_grad():
         for name, buffer in model.named_buffers():
@@ -296,7 +295,7 @@ def table(models: list[dict[str, Any]]) -> str:
     """The README table: one row per model and method."""
     rows = []
     for m in models:
-        model = f"{m['model']} {m['video']}"
+        model = f"{m['model']} {m['video']}".strip()
         if "error" in m:
             rows.append([model, f"{m['tokens']:,}", "-", f"error: {m['error']}", *[""] * 5])
             continue

@@ -1,7 +1,7 @@
 """Block-sparse attention kernel against cuDNN dense SDPA and compiled FlexAttention.
 
     python benchmarks/kernel.py [--out PATH]             # on a GPU: checks, sweep, extras
-    python benchmarks/kernel.py --tune PATH              # try kernel configs, write them, exit
+    python benchmarks/kernel.py --tune PATH [--head-dim 64]   # try kernel configs, write, exit
     TRITON_INTERPRET=1 python benchmarks/kernel.py --tiny   # a CPU smoke test of the script
 
 One run writes ``results/kernel-<gpu>.json`` with:
@@ -59,24 +59,21 @@ BLOCK = 128
 SHAPES = [(12, 32760), (40, 32760), (12, 75600), (40, 75600)]  # (heads, tokens), batch 1
 DENSITIES = [1.0, 1 / 2, 1 / 4, 1 / 8, 1 / 16]
 TINY = dict(shapes=[(2, 300)], check_shape=(2, 200), block=32, head_dim=32)
-# Configs `--tune` tries for the attention kernel (D = 128, bf16) and the mass kernel.
+# Configs `--tune` tries for the attention kernel and the mass kernel (bf16).
 TUNE_ATTENTION = [
-    KernelConfig(bm, bn, w, s, tma, ws)
-    for tma in (False, True)
-    for bm, bn, w, s in [
+    KernelConfig(*c)
+    for c in [
+        (128, 64, 4, 3),
         (128, 64, 8, 3),
-        (128, 64, 8, 4),
+        (128, 64, 4, 4),
         (128, 128, 8, 2),
         (128, 128, 8, 3),
-        (128, 64, 4, 3),
+        (128, 128, 4, 3),
         (64, 64, 4, 3),
+        (64, 128, 4, 3),
     ]
-    for ws in (False, True)
-    if tma or not ws
 ]
-TUNE_MASS = [
-    KernelConfig(128, bn, w, s) for bn in (64, 128) for w in (4, 8) for s in (2, 3) if bn * w >= 256
-]
+TUNE_MASS = [KernelConfig(128, bn, w, s) for bn in (64, 128) for w in (4, 8) for s in (2, 3)]
 
 
 def main() -> None:
@@ -88,6 +85,7 @@ def main() -> None:
         "--tune", default=None, metavar="PATH", help="try configs, write PATH, exit"
     )
     parser.add_argument("--tiny", action="store_true", help="tiny shapes (CPU smoke test)")
+    parser.add_argument("--head-dim", type=int, default=HEAD_DIM, help="head dim (default 128)")
     parser.add_argument(
         "--shapes",
         default=None,
@@ -102,6 +100,8 @@ def main() -> None:
         if args.tiny
         else dict(shapes=SHAPES, check_shape=(4, 4000), block=BLOCK, head_dim=HEAD_DIM)
     )
+    if not args.tiny:
+        sizes["head_dim"] = args.head_dim
     if args.shapes:
         sizes["shapes"] = [
             tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")
@@ -382,8 +382,7 @@ def extras(device, sizes) -> dict[str, Any]:
 
 def tune(device, sizes, save: Callable[[dict[str, Any]], None]) -> None:
     """Time each config of TUNE_ATTENTION at densities 1 and 1/8, then TUNE_MASS, on the first
-    shape; ``save`` gets the results so far after each config (warp-specialized ones last, as
-    the likeliest to fail)."""
+    shape; ``save`` gets the results so far after each config."""
     heads, seq_len = sizes["shapes"][0]
     head_dim, block = sizes["head_dim"], sizes["block"]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -397,17 +396,14 @@ def tune(device, sizes, save: Callable[[dict[str, Any]], None]) -> None:
     result: dict[str, Any] = {
         "heads": heads,
         "seq_len": seq_len,
+        "head_dim": head_dim,
         "default": default.__dict__,
         "attention": [],
         "mass": [],
     }
-    attention = [c for c in TUNE_ATTENTION if not c.warp_specialize]
-    specialized = [c for c in TUNE_ATTENTION if c.warp_specialize]
-    for kind, config in (
-        [("attention", c) for c in attention]
-        + [("mass", c) for c in TUNE_MASS]
-        + [("attention", c) for c in specialized]
-    ):
+    for kind, config in [("attention", c) for c in TUNE_ATTENTION] + [
+        ("mass", c) for c in TUNE_MASS
+    ]:
         row: dict[str, Any] = {"config": config.__dict__}
         if kind == "attention":
             for density, plan in plans.items():

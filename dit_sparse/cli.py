@@ -100,14 +100,26 @@ def add_generation_args(parser: argparse.ArgumentParser, default_model: str) -> 
     )
 
 
+# Each family pipeline's own defaults: (frames, height, width, steps).
+FAMILY_DEFAULTS = {
+    "wan": (81, 480, 832, 50),
+    "hunyuan_video": (129, 720, 1280, 50),
+    "cogvideox": (49, 480, 720, 50),
+    "ltx": (161, 512, 704, 50),
+    "flux": (1, 1024, 1024, 28),
+}
+
+
 def fill_size_defaults(args: argparse.Namespace) -> None:
-    """Unset sizes take the preset's sizes (or Wan 480p defaults for hub models)."""
+    """Unset sizes take the preset's sizes, or the model family pipeline's defaults."""
+    from .pipelines.loading import model_family
     from .pipelines.presets import PRESETS
 
     preset = PRESETS.get(args.model)
-    defaults = (
-        (preset.frames, preset.height, preset.width, preset.steps) if preset else (81, 480, 832, 50)
-    )
+    if preset:
+        defaults = (preset.frames, preset.height, preset.width, preset.steps)
+    else:
+        defaults = FAMILY_DEFAULTS.get(model_family(args.model) or "wan", FAMILY_DEFAULTS["wan"])
     for name, value in zip(("frames", "height", "width", "steps"), defaults):
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -180,7 +192,9 @@ def _masks(args: argparse.Namespace) -> int:
 
     method = build_method(args.method, parse_options(args.option))
     if not hasattr(method, "block_mask"):
-        raise UsageError(f"{method.name} decides its mask online from q and k; static masks: radial")
+        raise UsageError(
+            f"{method.name} decides its mask online from q and k; static masks: radial"
+        )
     try:
         layout = layout_for(args.model, args.frames, args.height, args.width)
         mask = method.block_mask(layout)

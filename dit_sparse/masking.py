@@ -73,14 +73,6 @@ def text_padding(mask: torch.Tensor, layout: TokenLayout, batch: int) -> TextPad
     return TextPadding(tuple(counts * batch if len(counts) == 1 else counts), mask)
 
 
-def _visible_keys(layout: TokenLayout, valid: torch.Tensor) -> torch.Tensor:
-    """bool ``[B, S]``: the video and the first ``valid[b]`` text tokens of each element."""
-    keys = torch.ones(len(valid), layout.seq_len, dtype=torch.bool, device=valid.device)
-    position = torch.arange(layout.text_len, device=valid.device)
-    keys[:, layout.text_slice] = position < valid[:, None]
-    return keys
-
-
 def attend_without_padding(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -139,16 +131,25 @@ def _attend_group(
         info={},
     )
     result = attend(*(_gather(x, keep) for x in (q, k, v)), group_call)
+    if pad.stop == pad.start:  # no padding after all: the method saw every token
+        return result, group_call.info
     out = torch.empty_like(q)
     start = 0
     for segment in keep:
         stop = start + segment.stop - segment.start
         out[:, :, segment] = result[:, :, start:stop]
         start = stop
-    if pad.stop > pad.start:
-        rows_mask = mask if mask.shape[2] == 1 else mask[:, :, pad]
-        out[:, :, pad] = attend_rows(q[:, :, pad], k, v, rows_mask)
+    rows_mask = mask if mask.shape[2] == 1 else mask[:, :, pad]
+    out[:, :, pad] = attend_rows(q[:, :, pad], k, v, rows_mask)
     return out, group_call.info
+
+
+def _visible_keys(layout: TokenLayout, valid: torch.Tensor) -> torch.Tensor:
+    """bool ``[B, S]``: the video and the first ``valid[b]`` text tokens of each element."""
+    keys = torch.ones(len(valid), layout.seq_len, dtype=torch.bool, device=valid.device)
+    position = torch.arange(layout.text_len, device=valid.device)
+    keys[:, layout.text_slice] = position < valid[:, None]
+    return keys
 
 
 def _visible(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -192,9 +193,8 @@ def _gather(x: torch.Tensor, keep: list[slice]) -> torch.Tensor:
 
 
 def _merge_info(infos: list[tuple[int, dict[str, Any]]], batch: int) -> dict[str, Any]:
+    """Groups' ``info`` as one: numbers and tensors averaged by group size, the rest first's."""
     merged = dict(infos[0][1])
-    if len(infos) == 1:
-        return merged
     for key, value in merged.items():
         if isinstance(value, float | torch.Tensor) and all(key in info for _, info in infos):
             merged[key] = sum(count * info[key] for count, info in infos) / batch

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from .layout import TokenLayout
 from .masking import attend_without_padding, text_padding
 from .methods.base import AttentionCall, SparseMethod
 from .parallel import head_partition
@@ -15,6 +17,9 @@ from .processor import SparseAttentionProcessor, wrap_processor
 from .stats import AttentionRecord, CallTimer, StatsRecorder
 from .tracking import StepTrackingHook, attach_tracking, detach_tracking
 from .utils import warn_once
+
+# Warning keys: unique per runtime for the whole process (id() can be reused).
+_RUNTIME_IDS = itertools.count()
 
 
 class SparseRuntime:
@@ -38,6 +43,7 @@ class SparseRuntime:
         self.modules = adapter.attention_modules(transformer)
         self._original: list[Any] = []
         self._checked_layouts: set = set()
+        self._warn_key = f"runtime-{next(_RUNTIME_IDS)}"
 
     @property
     def num_layers(self) -> int:
@@ -64,18 +70,21 @@ class SparseRuntime:
     def warn_unhandled(self, processor: SparseAttentionProcessor) -> None:
         backend = getattr(processor.inner, "_attention_backend", None)
         warn_once(
-            f"unhandled:{id(self)}",
+            f"unhandled:{self._warn_key}",
             f"dit_sparse saw no scaled_dot_product_attention call in {type(processor.inner).__name__} "
             f"(attention backend {backend!r}); that layer ran the model's own attention, dense. "
             "Use diffusers' native attention backend (the default) for sparse attention.",
         )
 
+    def _check_layout(self, layout: TokenLayout) -> None:
+        if layout not in self._checked_layouts:
+            self.method.check_layout(layout)
+            self._checked_layouts.add(layout)
+
     def _attend_sparse(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, call: AttentionCall
     ) -> torch.Tensor:
-        if call.layout not in self._checked_layouts:
-            self.method.check_layout(call.layout)
-            self._checked_layouts.add(call.layout)
+        self._check_layout(call.layout)
         return self.method.attend(query, key, value, call)
 
     def attend(
@@ -106,7 +115,7 @@ class SparseRuntime:
             return None
         if dropout_p or is_causal or query.shape[1] != key.shape[1]:
             warn_once(
-                f"unsupported-sdpa:{id(self)}",
+                f"unsupported-sdpa:{self._warn_key}",
                 "dit_sparse got an attention call with dropout, is_causal or grouped heads, which "
                 "it does not handle; those calls run dense.",
             )
@@ -122,6 +131,7 @@ class SparseRuntime:
             scale=scale,
             heads=heads,
         )
+        self._check_layout(layout)  # refuse at the first step, not after the dense warm-up
         timer = CallTimer(query.device)
         if self.method.runs_dense(call):
             out = func(*args, **kwargs)
@@ -132,7 +142,7 @@ class SparseRuntime:
             padding = text_padding(attn_mask, layout, query.shape[0])
             if padding is None:
                 warn_once(
-                    f"attn-mask:{id(self)}",
+                    f"attn-mask:{self._warn_key}",
                     f"{self.adapter.family} passes an attention mask ({tuple(attn_mask.shape)}, "
                     f"{attn_mask.dtype}) that hides more than padded text tokens, which "
                     f"{self.method.name} cannot take; those calls run dense.",

@@ -10,6 +10,8 @@ one state, ``"default"``. diffusers resets stateful hooks at the end of every pi
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +21,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from .layout import TokenLayout
-from .pipelines.registry import ModelAdapter, forward_argument
+from .pipelines.registry import ModelAdapter
 
 HOOK_NAME = "dit_sparse"
 
@@ -61,9 +63,26 @@ def _timestep_value(timestep: Any) -> float | None:
     if timestep is None:
         return None
     if isinstance(timestep, torch.Tensor):
-        # Wan 2.2 TI2V passes one timestep per token; its first entry still changes every step.
-        return float(timestep.reshape(-1)[0].item()) if timestep.numel() else None
+        # Per-token timesteps (Wan 2.2 TI2V, LTX image-to-video) hold 0 for conditioning
+        # tokens at every step; the largest entry is the one that changes.
+        return float(timestep.max().item()) if timestep.numel() else None
     return float(timestep)
+
+
+@functools.cache
+def _forward_signature(cls: type) -> inspect.Signature:
+    return inspect.signature(cls.forward)
+
+
+def _timestep_argument(
+    module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The ``timestep`` forward argument, by keyword or at its position in this model's forward."""
+    if "timestep" in kwargs:
+        return kwargs["timestep"]
+    names = [n for n in _forward_signature(type(module)).parameters if n != "self"]
+    position = names.index("timestep") if "timestep" in names else None
+    return args[position] if position is not None and position < len(args) else None
 
 
 class StepTrackingHook(ModelHook):
@@ -89,7 +108,7 @@ class StepTrackingHook(ModelHook):
         context = self._context()
         state = self.state_manager.get_state() if context is not None else self.default_state
         step_index = context.step_index if context is not None else None
-        timestep = _timestep_value(forward_argument(args, kwargs, "timestep", 1))
+        timestep = _timestep_value(_timestep_argument(module, args, kwargs))
         step = state.advance(step_index, timestep)
         num_steps = context.num_inference_steps if context is not None else None
         self.current = TransformerCall(

@@ -276,9 +276,13 @@ def evaluate(pipe: WanPipeline, config: dict, device: torch.device, out: Path, s
     results["ground_truth_rate"] = pass_rate(truth)
     log(f"checker on drawn clips: {results['ground_truth_rate']:.3f}", start)
     pipe.set_progress_bar_config(disable=True)
+    trained_scheduler = pipe.scheduler
     results["settings"] = []
     for index, setting in enumerate(spec["settings"]):
         began = time.perf_counter()
+        # A setting may sample with another shift than training's (the shipped scheduler's).
+        shift = setting.get("shift", config["scheduler_shift"])
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             evaluation = evaluate_motion(
                 pipe,
@@ -290,18 +294,22 @@ def evaluate(pipe: WanPipeline, config: dict, device: torch.device, out: Path, s
                 guidance=setting["guidance"],
                 batch_size=spec["batch_size"],
             )
-        failures = [f"{v.prompt}: {v.reason}" for v in evaluation.verdicts if not v.passed]
+        verdicts = evaluation.verdicts
+        failures = [f"{v.prompt}: {v.reason}" for v in verdicts if not v.passed]
         results["settings"].append(
             {
                 **setting,
+                "shift": shift,
                 "rate": evaluation.rate,
+                "shape_found_rate": sum(v.visible_frames > 0 for v in verdicts) / len(verdicts),
                 "seconds": round(time.perf_counter() - began, 2),
                 "failures": failures[:12],
             }
         )
         log(f"eval {setting}: pass rate {evaluation.rate:.3f}", start)
         if index == 0:
-            save_samples(evaluation.frames, evaluation.verdicts, out / "samples.png")
+            save_samples(evaluation.frames, verdicts, out / "samples.png")
+    pipe.scheduler = trained_scheduler
     return results
 
 

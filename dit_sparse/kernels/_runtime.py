@@ -44,20 +44,13 @@ _warned: set[str] = set()
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """Launch parameters of a kernel: tile sizes, warps, pipeline depth.
-
-    ``block_m`` query rows per program and ``block_n`` keys per inner step, both at most the
-    blocks they tile. Attention only: ``tma`` loads tiles through TMA tensor descriptors
-    (plans without ``perm``, CUDA only); ``warp_specialize`` asks Triton to split the key loop
-    into producer and consumer warps.
-    """
+    """Launch parameters of a kernel: ``block_m`` query rows per program, ``block_n`` keys per
+    inner step, warps per program and software-pipeline depth."""
 
     block_m: int
     block_n: int
     num_warps: int
     num_stages: int
-    tma: bool = False
-    warp_specialize: bool = False
 
 
 def triton_runs_on(device: torch.device) -> bool:

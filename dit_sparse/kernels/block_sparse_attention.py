@@ -30,13 +30,14 @@ from .reference import block_sparse_attention_reference
 _LOG2E = 1.4426950408889634
 
 
-# Per head dim, for fp16/bf16 on CUDA. BLOCK_M 128 with 8 warps keeps the tensor cores busy for
-# D >= 64; D = 256 needs smaller tiles to fit K and V stages in shared memory.
+# Per head dim, for fp16/bf16 on CUDA. On an H100 (benchmarks/kernel.py --tune, D = 128) 128 x 128
+# tiles with 8 warps and 3 stages ran fastest; TMA loads and Triton's warp specialization gained
+# nothing there. D = 256 needs smaller tiles to fit shared memory.
 _GPU_CONFIGS = {
     16: KernelConfig(128, 64, 4, 3),
     32: KernelConfig(128, 64, 4, 3),
     64: KernelConfig(128, 64, 4, 3),
-    128: KernelConfig(128, 128, 8, 2),
+    128: KernelConfig(128, 128, 8, 3),
     256: KernelConfig(64, 64, 4, 2),
 }
 # The interpreter runs one program at a time in numpy: bigger tiles mean fewer steps.
@@ -48,9 +49,7 @@ def default_config(head_dim: int, block_q: int, block_k: int, device: torch.devi
     config = _INTERPRETER_CONFIG if device.type == "cpu" else _GPU_CONFIGS[head_dim]
     block_m, block_n = min(config.block_m, block_q), min(config.block_n, block_k)
     num_warps = config.num_warps if block_m * block_n >= 128 * 64 else 4
-    return KernelConfig(
-        block_m, block_n, num_warps, config.num_stages, config.tma, config.warp_specialize
-    )
+    return KernelConfig(block_m, block_n, num_warps, config.num_stages)
 
 
 @triton.jit
@@ -61,8 +60,6 @@ def _attend_tiles(
     q,
     k_ptr,
     v_ptr,
-    k_desc,
-    v_desc,
     kv_idx_ptr,
     perm_ptr,
     first,
@@ -76,9 +73,7 @@ def _attend_tiles(
     BLOCK_K: tl.constexpr,
     MASK: tl.constexpr,
     HAS_PERM: tl.constexpr,
-    TMA: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr,
 ):
     """Online-softmax update over key tiles ``first..last`` of this row's block list.
 
@@ -88,32 +83,40 @@ def _attend_tiles(
     sub_tiles: tl.constexpr = BLOCK_K // BLOCK_N
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
-    for t in tl.range(first, last, warp_specialize=WARP_SPECIALIZE):
-        start = tl.load(kv_idx_ptr + t // sub_tiles) * BLOCK_K + (t % sub_tiles) * BLOCK_N
-        pos = start + offs_n
-        valid = pos < seq_len
+    # Without perm a tile's rows are consecutive: its pointers are one scalar base plus these
+    # loop-invariant 32-bit offsets, a single instruction per address. Row arithmetic per
+    # element in the loop cost ~10% of an H100's time.
+    k_offsets = offs_n[:, None] * stride_ks + offs_d[None, :]
+    v_offsets = offs_n[:, None] * stride_vs + offs_d[None, :]
+    # Each tile's block index is loaded one iteration ahead, so that no load in the loop
+    # depends on another load of the same iteration: Triton's pipeliner then keeps K and V
+    # tiles two iterations ahead (three buffers), as for dense attention. Loaded in the same
+    # iteration, the indices held K and V to one tile ahead, waited on at every step.
+    next_block = tl.load(kv_idx_ptr + first // sub_tiles, mask=first < last, other=0)
+    for t in tl.range(first, last):
+        block = next_block
+        next_block = tl.load(kv_idx_ptr + (t + 1) // sub_tiles, mask=t + 1 < last, other=0)
+        start = block * BLOCK_K + (t % sub_tiles) * BLOCK_N
+        valid = start + offs_n < seq_len
         # Unmasked tiles load without a mask (None), which keeps their loads unpredicated.
         row_mask = None
+        tile_mask = None
         fill = None
         if MASK:
             row_mask = valid
+            tile_mask = valid[:, None]
             fill = 0
-        rows = pos
-        if HAS_PERM:
-            rows = tl.load(perm_ptr + pos, mask=row_mask, other=fill)
         # Loads are written out here, not in a helper: the interpreter re-patches Triton's
         # language module on every nested jit call, which would dominate CPU test time.
-        if TMA:
-            k = k_desc.load([start, 0])
-            v = v_desc.load([start, 0])
-        else:
-            tile_mask = None
-            if MASK:
-                tile_mask = valid[:, None]
+        if HAS_PERM:
+            rows = tl.load(perm_ptr + start + offs_n, mask=row_mask, other=fill)
             k_ptrs = k_ptr + rows[:, None] * stride_ks + offs_d[None, :]
             v_ptrs = v_ptr + rows[:, None] * stride_vs + offs_d[None, :]
-            k = tl.load(k_ptrs, mask=tile_mask, other=fill)
-            v = tl.load(v_ptrs, mask=tile_mask, other=fill)
+        else:
+            k_ptrs = (k_ptr + start.to(tl.int64) * stride_ks) + k_offsets
+            v_ptrs = (v_ptr + start.to(tl.int64) * stride_vs) + v_offsets
+        k = tl.load(k_ptrs, mask=tile_mask, other=fill)
+        v = tl.load(v_ptrs, mask=tile_mask, other=fill)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         if MASK:
             qk = tl.where(valid[None, :], qk, float("-inf"))
@@ -167,9 +170,7 @@ def _block_sparse_attention_fwd(
     EVEN_K: tl.constexpr,
     HAS_PERM: tl.constexpr,
     RETURN_LSE: tl.constexpr,
-    TMA: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -190,23 +191,8 @@ def _block_sparse_attention_fwd(
     if HAS_PERM:
         perm_ptr = PERM + b * stride_pb + h * stride_ph
         q_rows = tl.load(perm_ptr + offs_m, mask=row_valid, other=0)
-    q_desc = None
-    k_desc = None
-    v_desc = None
-    if TMA:
-        q_desc = tl.make_tensor_descriptor(
-            q_ptr, [seq_len, HEAD_DIM], [stride_qs, 1], [BLOCK_M, HEAD_DIM]
-        )
-        k_desc = tl.make_tensor_descriptor(
-            k_ptr, [seq_len, HEAD_DIM], [stride_ks, 1], [BLOCK_N, HEAD_DIM]
-        )
-        v_desc = tl.make_tensor_descriptor(
-            v_ptr, [seq_len, HEAD_DIM], [stride_vs, 1], [BLOCK_N, HEAD_DIM]
-        )
-        q = q_desc.load([pid_m * BLOCK_M, 0])
-    else:
-        q_ptrs = q_ptr + q_rows[:, None] * stride_qs + tl.arange(0, HEAD_DIM)[None, :]
-        q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)
+    q_ptrs = q_ptr + q_rows[:, None] * stride_qs + tl.arange(0, HEAD_DIM)[None, :]
+    q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -218,15 +204,14 @@ def _block_sparse_attention_fwd(
     if not EVEN_K:
         unmasked = tl.maximum(tiles - BLOCK_K // BLOCK_N, 0)
     acc, l_i, m_i = _attend_tiles(
-        acc, l_i, m_i, q, k_ptr, v_ptr, k_desc, v_desc, kv_idx_ptr, perm_ptr, 0, unmasked,
-        seq_len, qk_scale, stride_ks, stride_vs, HEAD_DIM, BLOCK_N, BLOCK_K, False, HAS_PERM,
-        TMA, DOT_PRECISION, WARP_SPECIALIZE,
+        acc, l_i, m_i, q, k_ptr, v_ptr, kv_idx_ptr, perm_ptr, 0, unmasked, seq_len, qk_scale,
+        stride_ks, stride_vs, HEAD_DIM, BLOCK_N, BLOCK_K, False, HAS_PERM, DOT_PRECISION,
     )  # fmt: skip
     if not EVEN_K:
         acc, l_i, m_i = _attend_tiles(
-            acc, l_i, m_i, q, k_ptr, v_ptr, k_desc, v_desc, kv_idx_ptr, perm_ptr, unmasked, tiles,
-            seq_len, qk_scale, stride_ks, stride_vs, HEAD_DIM, BLOCK_N, BLOCK_K, True, HAS_PERM,
-            TMA, DOT_PRECISION, WARP_SPECIALIZE,
+            acc, l_i, m_i, q, k_ptr, v_ptr, kv_idx_ptr, perm_ptr, unmasked, tiles, seq_len,
+            qk_scale, stride_ks, stride_vs, HEAD_DIM, BLOCK_N, BLOCK_K, True, HAS_PERM,
+            DOT_PRECISION,
         )  # fmt: skip
 
     # A row with no key block (l = 0) gets O = 0 and LSE = -inf, as the reference does.
@@ -317,9 +302,6 @@ def launch_block_sparse_attention(
     )
     kv_counts = plan.kv_counts
     perm = plan.perm
-    tma = config.tma and perm is None and _tma_compatible(q, k, v)
-    if tma:
-        triton.set_allocator(_tma_workspace)
     grid = (triton.cdiv(seq_len, config.block_m), batch * heads)
     _block_sparse_attention_fwd[grid](
         q, k, v, out, lse, kv_indices, kv_counts, perm,
@@ -335,9 +317,7 @@ def launch_block_sparse_attention(
         EVEN_K=seq_len % plan.block_k == 0,
         HAS_PERM=perm is not None,
         RETURN_LSE=lse is not None,
-        TMA=tma,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        WARP_SPECIALIZE=config.warp_specialize,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )  # fmt: skip
@@ -346,19 +326,6 @@ def launch_block_sparse_attention(
 def _broadcast_strides(t: torch.Tensor, dims: int) -> tuple[int, ...]:
     """Strides of the first ``dims`` dims, 0 where the size is 1 (broadcast)."""
     return tuple(0 if t.shape[d] == 1 else t.stride(d) for d in range(dims))
-
-
-def _tma_compatible(*tensors: torch.Tensor) -> bool:
-    """TMA needs 16-byte aligned bases and row strides."""
-    return all(
-        t.data_ptr() % 16 == 0 and all(s * t.element_size() % 16 == 0 for s in t.stride()[:3])
-        for t in tensors
-    )
-
-
-def _tma_workspace(size: int, alignment: int, stream) -> torch.Tensor:
-    # Device-side TMA descriptors are written to global scratch memory that Triton asks for.
-    return torch.empty(size, dtype=torch.int8, device="cuda")
 
 
 def _check_inputs(

@@ -64,7 +64,9 @@ def load_pipeline(
     """
     if model in PRESETS:
         pipe = build_preset(model)
-        _cast_like_from_pretrained(pipe, dtype)
+        for component in pipe.components.values():
+            if isinstance(component, torch.nn.Module):
+                cast_like_from_pretrained(component, dtype)
         return pipe.to(device=device)
     else:
         from diffusers import DiffusionPipeline
@@ -88,17 +90,14 @@ def load_pipeline(
     return pipe.to(device=device)
 
 
-def _cast_like_from_pretrained(pipe, dtype: torch.dtype) -> None:
-    """Cast a pipeline built in fp32 to ``dtype``, keeping the modules each model marks as
-    fp32-only (``_keep_in_fp32_modules``) in fp32, as ``from_pretrained(torch_dtype=...)`` does."""
-    for component in pipe.components.values():
-        if not isinstance(component, torch.nn.Module):
-            continue
-        keep = tuple(getattr(component, "_keep_in_fp32_modules", None) or ())
-        for name, param in component.named_parameters():
-            if param.is_floating_point():
-                wanted = torch.float32 if any(k in name.split(".") for k in keep) else dtype
-                param.data = param.data.to(wanted)
-        for name, buffer in component.named_buffers():
-            if buffer.is_floating_point() and not any(k in name.split(".") for k in keep):
-                buffer.data = buffer.data.to(dtype)
+def cast_like_from_pretrained(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast a model built in fp32 to ``dtype`` in place, keeping the modules it marks as
+    fp32-only (``_keep_in_fp32_modules``) in fp32, as ``from_pretrained(dtype=...)`` does."""
+    keep = tuple(getattr(module, "_keep_in_fp32_modules", None) or ())
+    for name, param in module.named_parameters():
+        if param.is_floating_point():
+            wanted = torch.float32 if any(k in name.split(".") for k in keep) else dtype
+            param.data = param.data.to(wanted)
+    for name, buffer in module.named_buffers():
+        if buffer.is_floating_point() and not any(k in name.split(".") for k in keep):
+            buffer.data = buffer.data.to(dtype)

@@ -26,7 +26,6 @@ _EXPORTS = {
     "run_bench": "harness",
     "summarize_runs": "harness",
     "results_document": "report",
-    "environment": "environment",
 }
 
 

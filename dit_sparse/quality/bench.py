@@ -6,6 +6,7 @@
 
 writes ``results.json``, ``results.csv``, ``results.md``, ``pareto.png``, ``psnr/<case>.png``
 and ``videos/<setting>__<case>.mp4`` (dense | method | error heatmap) under ``--output-dir``.
+A video identical to dense has PSNR ``inf``: ``"inf"`` in results.json, ``inf`` in the tables.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="METHOD.KEY=VALUE",
-        help="a method option for every setting of that method, e.g. -o svg.sparsity=0.3",
+        help="a method option for every setting of that method, e.g. -o svg.density=0.3",
     )
     bench.add_argument(
         "--lpips-weights",

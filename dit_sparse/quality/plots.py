@@ -36,13 +36,13 @@ def _save(figure: Figure, path: str | Path) -> None:
 
 def _ceiling(values: list[float]) -> float | None:
     """Where infinite values (identical videos) are drawn: above every finite one."""
-    if all(math.isfinite(v) for v in values):
+    if math.inf not in values:
         return None
     return max((v for v in values if math.isfinite(v)), default=0.0) + 10.0
 
 
 def _drawn(values: list[float], ceiling: float | None) -> list[float]:
-    return [v if math.isfinite(v) else ceiling for v in values]
+    return [ceiling if v == math.inf else v for v in values]
 
 
 def plot_pareto(summaries: list[SettingSummary], path: str | Path, note: str | None) -> None:

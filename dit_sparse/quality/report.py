@@ -42,8 +42,10 @@ def json_safe(value: Any) -> Any:
 
 
 def write_json(path: str | Path, document: dict[str, Any]) -> None:
-    """Strict JSON (no bare ``Infinity``), non-finite numbers as strings, atomically."""
-    atomic_write_text(path, json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
+    """Strict JSON (no bare ``Infinity``), atomically: non-finite numbers as strings, other
+    objects JSON has no type for (a dtype, a path) as their ``str``."""
+    text = json.dumps(json_safe(document), indent=2, allow_nan=False, default=str)
+    atomic_write_text(path, text + "\n")
 
 
 def fmt(value: float | None, spec: str = ".3f") -> str:

@@ -1,8 +1,11 @@
-"""Test cases for the model adapters: one description per adapter family: its tiny preset, transformer inputs built by hand, the
-layout those inputs must give, and how its pipeline turns guidance on and off."""
+"""Test cases for the model adapters: one description per adapter family (its tiny preset,
+transformer inputs built by hand, the layout they must give, how its pipeline turns guidance
+on and off) and helpers. A plain module rather than a conftest: tests/test_*.py import the
+top-level ``conftest`` by name, which a second conftest.py would shadow."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +13,8 @@ from typing import Any
 import pytest
 import torch
 
-from dit_sparse import TokenLayout
+from dit_sparse import BlockPlan, TokenLayout
+from dit_sparse.kernels import block_sparse_attention
 from dit_sparse.methods import SparseMethod, resolve_method
 from dit_sparse.pipelines.presets import build_preset
 
@@ -97,7 +101,7 @@ class Family:
     guided: dict[str, Any]
     unguided: dict[str, Any]
     branches: tuple[tuple[str, ...], tuple[str, ...]]  # (guided, unguided)
-    attention_modules: tuple[str, ...] = field(default=())
+    attention_modules: tuple[str, ...]
 
 
 FAMILIES = {
@@ -179,12 +183,16 @@ FAMILIES = {
 }
 
 
-def pipe_of(preset_pipes: dict[str, Any], family: Family):
-    if family.preset not in preset_pipes:
-        pipe = build_preset(family.preset)
-        pipe.set_progress_bar_config(disable=True)
-        preset_pipes[family.preset] = pipe
-    return preset_pipes[family.preset]
+# Every test of every family: ``@each_family`` then a ``family`` argument.
+each_family = pytest.mark.parametrize("family", list(FAMILIES.values()), ids=list(FAMILIES))
+
+
+@functools.cache
+def preset_pipe(preset: str):
+    """The preset pipeline (fp32, CPU), built once per session; tests leave it clean."""
+    pipe = build_preset(preset)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def forward(transformer: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
@@ -221,9 +229,6 @@ class FullPlan(SparseMethod):
     name = "full-plan"
 
     def attend(self, q, k, v, call):
-        from dit_sparse import BlockPlan
-        from dit_sparse.kernels import block_sparse_attention
-
         call.info.update(kind="full-plan", density=1.0)
         plan = BlockPlan.dense(1, q.shape[1], q.shape[2], block_q=16, block_k=16)
         return block_sparse_attention(q, k, v, plan, scale=call.scale)

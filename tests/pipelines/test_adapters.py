@@ -2,7 +2,15 @@
 
 import pytest
 import torch
-from adapter_cases import FRAME_METHODS, SPARSE_METHODS, LayoutSpy, forward, sparse_method
+from adapter_cases import (
+    FRAME_METHODS,
+    SPARSE_METHODS,
+    LayoutSpy,
+    each_family,
+    forward,
+    preset_pipe,
+    sparse_method,
+)
 
 import dit_sparse
 from dit_sparse.pipelines.loading import KNOWN_MODELS, model_family
@@ -11,7 +19,9 @@ from dit_sparse.pipelines.registry import get_adapter, size_rule_for
 from dit_sparse.processor import SparseAttentionProcessor
 
 
-def test_adapter_lists_the_self_attention_modules(family, pipe):
+@each_family
+def test_adapter_lists_the_self_attention_modules(family):
+    pipe = preset_pipe(family.preset)
     transformer = pipe.transformer
     adapter = get_adapter(transformer)
     assert type(transformer).__name__ == family.transformer_class
@@ -27,7 +37,9 @@ def test_adapter_lists_the_self_attention_modules(family, pipe):
     assert wrapped == set(family.attention_modules)  # cross-attention (attn2) untouched
 
 
-def test_layout_read_from_forward_arguments(family, pipe):
+@each_family
+def test_layout_read_from_forward_arguments(family):
+    pipe = preset_pipe(family.preset)
     spy = LayoutSpy()
     inputs = family.inputs(pipe, torch.Generator().manual_seed(0), 1)
     with dit_sparse.attached(pipe.transformer, spy):
@@ -36,8 +48,10 @@ def test_layout_read_from_forward_arguments(family, pipe):
     assert len(spy.layouts) == len(family.attention_modules)
 
 
+@each_family
 @pytest.mark.parametrize("batch", [1, 2])
-def test_dense_reproduces_unpatched_transformer(family, pipe, batch):
+def test_dense_reproduces_unpatched_transformer(family, batch):
+    pipe = preset_pipe(family.preset)
     inputs = family.inputs(pipe, torch.Generator().manual_seed(batch), batch)
     before = forward(pipe.transformer, inputs)
     with dit_sparse.attached(pipe, "dense") as handle:
@@ -47,8 +61,10 @@ def test_dense_reproduces_unpatched_transformer(family, pipe, batch):
     assert torch.equal(forward(pipe.transformer, inputs), before)  # removed: exactly as before
 
 
+@each_family
 @pytest.mark.parametrize("method", SPARSE_METHODS)
-def test_every_method_runs_or_refuses_by_name(family, pipe, method):
+def test_every_method_runs_or_refuses_by_name(family, method):
+    pipe = preset_pipe(family.preset)
     config = sparse_method(method)
     inputs = family.inputs(pipe, torch.Generator().manual_seed(0), 2)
     with dit_sparse.attached(pipe, config) as handle:
@@ -64,8 +80,10 @@ def test_every_method_runs_or_refuses_by_name(family, pipe, method):
     assert all(0.0 < r["density"] <= 1.0 for r in records)
 
 
+@each_family
 @pytest.mark.parametrize("guided", [True, False], ids=["guidance", "no-guidance"])
-def test_steps_counted_per_branch(family, pipe, guided):
+def test_steps_counted_per_branch(family, guided):
+    pipe = preset_pipe(family.preset)
     options = family.guided if guided else family.unguided
     branches = family.branches[0 if guided else 1]
     with dit_sparse.attached(pipe, "dense") as handle:
@@ -86,6 +104,7 @@ def test_steps_counted_per_branch(family, pipe, guided):
         assert steps == [step for step in range(3) for _ in range(layers)], branch
 
 
+@each_family
 def test_known_hub_ids_and_preset_resolve_to_the_family(family):
     assert model_family(family.preset) == family.name
     assert PRESETS[family.preset].family == family.name

@@ -3,7 +3,7 @@
 import imageio.v3 as iio
 import pytest
 import torch
-from adapter_cases import FAMILIES, FullPlan, forward, pipe_of
+from adapter_cases import FAMILIES, FullPlan, forward, preset_pipe
 
 import dit_sparse
 from dit_sparse.cli import main
@@ -12,8 +12,8 @@ FLUX = FAMILIES["flux"]
 
 
 @pytest.fixture
-def pipe(preset_pipes):
-    return pipe_of(preset_pipes, FLUX)
+def pipe():
+    return preset_pipe(FLUX.preset)
 
 
 def test_reference_image_tokens_are_refused(pipe):

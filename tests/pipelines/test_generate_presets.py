@@ -20,5 +20,4 @@ def test_generate_writes_the_video(tmp_path, capsys, model, method, frames, heig
     args += ["--frames", str(frames), "--height", str(height), "--width", str(width)]
     assert main([*args, "--steps", "2", "--output", str(out)]) == 0
     assert iio.imread(out).shape == (frames, height, width, 3)
-    printed = capsys.readouterr().out
-    assert f"method {method}" in printed and "density 1.000" not in printed
+    assert f"method {method}" in capsys.readouterr().out

@@ -8,7 +8,7 @@ from adapter_cases import (
     FullPlan,
     LayoutSpy,
     forward,
-    pipe_of,
+    preset_pipe,
     sparse_method,
 )
 
@@ -19,8 +19,8 @@ HUNYUAN = FAMILIES["hunyuan_video"]
 
 
 @pytest.fixture
-def transformer(preset_pipes):
-    return pipe_of(preset_pipes, HUNYUAN).transformer
+def transformer():
+    return preset_pipe(HUNYUAN.preset).transformer
 
 
 def padded_inputs(transformer, valid, length=24, seed=0):

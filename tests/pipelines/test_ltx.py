@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from adapter_cases import FAMILIES, forward, pipe_of
+from adapter_cases import FAMILIES, forward, preset_pipe
 
 import dit_sparse
 
@@ -10,8 +10,8 @@ LTX = FAMILIES["ltx"]
 
 
 @pytest.fixture
-def transformer(preset_pipes):
-    return pipe_of(preset_pipes, LTX).transformer
+def transformer():
+    return preset_pipe(LTX.preset).transformer
 
 
 def test_video_coords_calls_are_refused(transformer):
@@ -29,11 +29,6 @@ def test_grid_that_does_not_match_the_tokens_is_refused(transformer):
         forward(transformer, inputs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tracking.py reads a per-token timestep's first entry; LTXImageToVideoPipeline sets "
-    "the conditioning frame's tokens (first) to 0 every step, so the step never advances",
-)
 def test_image_to_video_per_token_timesteps_advance_the_step(transformer):
     inputs = LTX.inputs(None, torch.Generator().manual_seed(0), 1)
     first_frame = torch.zeros(1, LTX.layout.seq_len)

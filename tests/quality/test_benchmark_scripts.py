@@ -34,7 +34,7 @@ def test_e2e_tiny(script, tmp_path, capsys):
     doc, printed = _run(script("e2e"), tmp_path, capsys, "--models", "1.3b")
     _check_provenance(doc)
     (model,) = doc["models"]
-    assert model["tokens"] == 640 and model["text_tokens"] == 512
+    assert model["tokens"] == 192 and model["text_tokens"] == 512
     dense = model["dense"]
     assert dense["median"] > 0 and 0 < dense["attention_share"] < 1 and dense["output_finite"]
     results = {r["method"]: r for r in model["methods"]}

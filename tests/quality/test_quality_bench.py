@@ -10,7 +10,8 @@ import torch
 from dit_sparse.cli import main
 from dit_sparse.generation import GenerationRequest
 from dit_sparse.methods import Dense, SparseMethod
-from dit_sparse.quality.harness import Case, Setting, run_bench, summarize_runs
+from dit_sparse.quality.bench import parse_method_options, parse_sweeps
+from dit_sparse.quality.harness import Case, Setting, make_settings, run_bench, summarize_runs
 
 # 3 latent frames of 4x4 tokens: the smallest tiny-wan video that SVG makes sparse.
 SIZE = ["--frames", "9", "--height", "64", "--width", "64", "--steps", "2"]
@@ -41,7 +42,10 @@ def bench_dir(tmp_path_factory, alexnet_file):
 
 def test_bench_writes_every_output(bench_dir):
     names = {p.relative_to(bench_dir).as_posix() for p in bench_dir.rglob("*") if p.is_file()}
-    videos = {"videos/svg_dense_steps-0.0__p0-seed3.mp4", "videos/svg_dense_steps-1.0__p0-seed3.mp4"}
+    videos = {
+        "videos/svg_dense_steps-0.0__p0-seed3.mp4",
+        "videos/svg_dense_steps-1.0__p0-seed3.mp4",
+    }
     expected = {"results.json", "results.csv", "results.md", "pareto.png", "psnr/p0-seed3.png"}
     assert names == expected | videos  # no temporary files left behind
     for png in ("pareto.png", "psnr/p0-seed3.png"):
@@ -124,7 +128,7 @@ def test_a_failing_run_is_recorded_and_the_plan_goes_on(tiny_wan):
 @pytest.mark.parametrize(
     "args,reason",
     [
-        (["--methods", "dense", "--sweep", "svg.sparsity=0.1,0.2"], "not in the methods list"),
+        (["--methods", "dense", "--sweep", "svg.density=0.1,0.2"], "not in the methods list"),
         (["--methods", "svg", "-o", "svg=1"], "METHOD.KEY=VALUE"),
         (["--methods", "svg", "-o", "svg.nope=1"], "bad option"),
         (["--methods", "nope"], "unknown method"),
@@ -132,6 +136,7 @@ def test_a_failing_run_is_recorded_and_the_plan_goes_on(tiny_wan):
         (["--prompts", "missing.txt"], "--prompts file not found"),
         (["--lpips-weights", "missing.pth"], "--lpips-weights file not found"),
         (["--frames", "6"], "frames must be 4*n + 1"),
+        (["--prompt", "a", "--prompts", "p.txt"], "not both"),
     ],
 )
 def test_bad_arguments_fail_before_loading(tmp_path, capsys, args, reason):
@@ -140,3 +145,19 @@ def test_bad_arguments_fail_before_loading(tmp_path, capsys, args, reason):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and reason in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_sweeps_make_a_grid_and_options_apply_to_every_setting():
+    sweeps = parse_sweeps(["adaspa.sparsity=0.5,0.9", "adaspa.block_size=32,64"])
+    options = parse_method_options(["adaspa.dense_steps=2"])
+    assert sweeps == {"adaspa": {"sparsity": [0.5, 0.9], "block_size": [32, 64]}}
+    settings = make_settings(["dense", "adaspa"], options, sweeps)
+    assert [s.label for s in settings] == [
+        "dense",
+        "adaspa(dense_steps=2, sparsity=0.5, block_size=32)",
+        "adaspa(dense_steps=2, sparsity=0.5)",
+        "adaspa(dense_steps=2, sparsity=0.9, block_size=32)",
+        "adaspa(dense_steps=2, sparsity=0.9)",  # block_size 64 is the default
+    ]
+    with pytest.raises(ValueError, match="listed twice"):
+        make_settings(["adaspa"], sweeps={"adaspa": {"sparsity": [0.8, 0.8]}})
