@@ -23,13 +23,18 @@ def _forward(transformer, latents, text):
     outputs = []
     for step in (3, 4):
         with transformer.cache_context("cond", step_index=step, num_inference_steps=5):
-            outputs.append(transformer(latents, torch.tensor([500.0 - step]), text, return_dict=False)[0])
+            outputs.append(
+                transformer(latents, torch.tensor([500.0 - step]), text, return_dict=False)[0]
+            )
     return torch.stack(outputs)
 
 
 def _worker(rank, world, port, results):
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
         LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
@@ -47,7 +52,9 @@ def _worker(rank, world, port, results):
     for name, options in METHODS.items():
         with dit_sparse.attached(transformer, name, **options):
             single[name] = _forward(transformer, latents, text)
-    mesh = torch.distributed.device_mesh.init_device_mesh("cpu", (1, world), mesh_dim_names=("ring", "ulysses"))
+    mesh = torch.distributed.device_mesh.init_device_mesh(
+        "cpu", (1, world), mesh_dim_names=("ring", "ulysses")
+    )
     transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world, mesh=mesh))
     for name, options in METHODS.items():
         with dit_sparse.attached(transformer, name, **options) as handle:

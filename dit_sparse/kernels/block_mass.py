@@ -65,7 +65,7 @@ def _mass_tiles(
     k_offsets = offs_n[:, None] * stride_ks + tl.arange(0, HEAD_DIM)[None, :]
     for t in tl.range(first, last):
         pos = t * BLOCK_N + offs_n
-        k_ptrs = (k_ptr + (t * BLOCK_N).to(tl.int64) * stride_ks) + k_offsets
+        k_ptrs = (k_ptr + tl.cast(t * BLOCK_N, tl.int64) * stride_ks) + k_offsets
         # Unmasked tiles load without a mask (None), which keeps their loads unpredicated.
         row_mask = None
         fill = None

@@ -88,28 +88,36 @@ def _attend_tiles(
     # element in the loop cost ~10% of an H100's time.
     k_offsets = offs_n[:, None] * stride_ks + offs_d[None, :]
     v_offsets = offs_n[:, None] * stride_vs + offs_d[None, :]
-    # Each tile's block index is loaded one iteration ahead, so that no load in the loop
-    # depends on another load of the same iteration: Triton's pipeliner then keeps K and V
-    # tiles two iterations ahead (three buffers), as for dense attention. Loaded in the same
-    # iteration, the indices held K and V to one tile ahead, waited on at every step.
-    next_block = tl.load(kv_idx_ptr + first // sub_tiles, mask=first < last, other=0)
+    # Loads are issued ahead of their use, so that no load in the loop depends on another load
+    # of the same iteration: block indices one tile ahead, or with perm two tiles ahead and the
+    # perm rows one. Triton's pipeliner then keeps K and V tiles two iterations ahead (three
+    # buffers), as for dense attention; indices loaded in the iteration that used them held K
+    # and V to one tile ahead, waited on at every step.
+    block_1 = tl.load(kv_idx_ptr + first // sub_tiles, mask=first < last, other=0)
+    if HAS_PERM:
+        block_2 = tl.load(kv_idx_ptr + (first + 1) // sub_tiles, mask=first + 1 < last, other=0)
+        pos = block_1 * BLOCK_K + (first % sub_tiles) * BLOCK_N + offs_n
+        rows_1 = tl.load(perm_ptr + pos, mask=(first < last) & (pos < seq_len), other=0)
     for t in tl.range(first, last):
-        block = next_block
-        next_block = tl.load(kv_idx_ptr + (t + 1) // sub_tiles, mask=t + 1 < last, other=0)
-        start = block * BLOCK_K + (t % sub_tiles) * BLOCK_N
+        start = block_1 * BLOCK_K + (t % sub_tiles) * BLOCK_N
+        if HAS_PERM:
+            rows = rows_1
+            block_1 = block_2
+            block_2 = tl.load(kv_idx_ptr + (t + 2) // sub_tiles, mask=t + 2 < last, other=0)
+            pos = block_1 * BLOCK_K + ((t + 1) % sub_tiles) * BLOCK_N + offs_n
+            rows_1 = tl.load(perm_ptr + pos, mask=(t + 1 < last) & (pos < seq_len), other=0)
+        else:
+            block_1 = tl.load(kv_idx_ptr + (t + 1) // sub_tiles, mask=t + 1 < last, other=0)
         valid = start + offs_n < seq_len
         # Unmasked tiles load without a mask (None), which keeps their loads unpredicated.
-        row_mask = None
         tile_mask = None
         fill = None
         if MASK:
-            row_mask = valid
             tile_mask = valid[:, None]
             fill = 0
         # Loads are written out here, not in a helper: the interpreter re-patches Triton's
         # language module on every nested jit call, which would dominate CPU test time.
         if HAS_PERM:
-            rows = tl.load(perm_ptr + start + offs_n, mask=row_mask, other=fill)
             k_ptrs = k_ptr + rows[:, None] * stride_ks + offs_d[None, :]
             v_ptrs = v_ptr + rows[:, None] * stride_vs + offs_d[None, :]
         else:

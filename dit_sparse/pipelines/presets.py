@@ -317,6 +317,12 @@ def _tiny_flux():
     )
 
 
+def _wan_shapes():
+    from .shapes import load_wan_shapes
+
+    return load_wan_shapes()
+
+
 PRESETS: dict[str, Preset] = {
     "tiny-wan": Preset(
         name="tiny-wan",
@@ -371,6 +377,18 @@ PRESETS: dict[str, Preset] = {
         height=256,
         width=256,
         steps=4,
+    ),
+    "wan-shapes": Preset(
+        name="wan-shapes",
+        family="wan",
+        description="WanPipeline, 8 layers x 4 heads x 64 dims, trained on procedural shapes "
+        "clips (training/), pixel-space autoencoder; 61x64x64 = 4,096 video tokens",
+        build=_wan_shapes,
+        frames=61,
+        height=64,
+        width=64,
+        steps=8,
+        random_weights=False,
     ),
 }
 

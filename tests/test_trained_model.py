@@ -1,0 +1,207 @@
+"""The synthetic shapes world, its motion check, the pixel-space autoencoder and the shipped
+``wan-shapes`` model (CPU, small sizes)."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import dit_sparse
+from dit_sparse.pipelines.loading import load_pipeline
+from dit_sparse.pipelines.presets import PRESETS
+from dit_sparse.pipelines.shapes import MODEL_DIR, PixelSpaceVideoAutoencoder, load_wan_shapes
+from dit_sparse.synthetic import (
+    COLOURS,
+    ClipAttributes,
+    ClipBatch,
+    all_attributes,
+    check_motion,
+    evaluate_motion,
+    evaluation_prompts,
+    parse_prompt,
+    pass_rate,
+    render_clips,
+    sample_clip_batch,
+    to_frames,
+    vocabulary_size,
+)
+from dit_sparse.synthetic.attention import AttentionMassProbe, mass_block_share, summarize_probe
+
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def drawn(count, frames, seed=0, size=64):
+    generator = torch.Generator().manual_seed(seed)
+    batch = sample_clip_batch(count, generator)
+    return batch, to_frames(render_clips(batch, frames, size, size, generator))
+
+
+# --- vocabulary -------------------------------------------------------------------------------
+
+
+def test_every_prompt_has_an_index_and_parses_back():
+    attributes = all_attributes()
+    assert len(attributes) == vocabulary_size() == 576
+    for index in (0, 1, 137, 575):
+        item = attributes[index]
+        assert item.index == index
+        assert ClipAttributes.from_index(index) == item
+        assert parse_prompt(item.prompt) == item
+    assert len({a.prompt for a in attributes}) == 576
+
+
+def test_bad_prompts_and_attributes_are_refused():
+    with pytest.raises(ValueError, match="not a shapes prompt"):
+        parse_prompt("a red ball rolls left")
+    with pytest.raises(ValueError, match="colour must be one of"):
+        ClipAttributes("purple", "circle", "left", "slowly", "plain")
+    with pytest.raises(ValueError, match="attribute index"):
+        ClipAttributes.from_index(576)
+
+
+def test_evaluation_prompts_cover_colours_and_directions():
+    prompts = evaluation_prompts(24)
+    pairs = {(parse_prompt(p).colour, parse_prompt(p).direction) for p in prompts}
+    assert len(pairs) == 24
+
+
+# --- clips ------------------------------------------------------------------------------------
+
+
+def test_clip_batch_index_matches_vocabulary():
+    generator = torch.Generator().manual_seed(3)
+    batch = sample_clip_batch(16, generator)
+    assert [a.index for a in batch.attributes()] == batch.index.tolist()
+    again = ClipBatch.from_attributes(batch.attributes())
+    assert torch.equal(again.index, batch.index)
+
+
+def test_render_is_deterministic_and_in_range():
+    _, first = drawn(3, 9, seed=5)
+    _, second = drawn(3, 9, seed=5)
+    assert first.shape == (3, 9, 64, 64, 3)
+    assert torch.equal(first, second)
+    assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0
+
+
+# --- motion check -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frames", [17, 61])
+def test_check_passes_drawn_clips_and_rejects_wrong_prompts(frames):
+    batch, clips = drawn(24, frames, seed=frames)
+    prompts = batch.prompts()
+    assert pass_rate([check_motion(c, p) for c, p in zip(clips, prompts)]) == 1.0
+    flipped = [re.sub(r"moves (\w+)", lambda m: f"moves {OPPOSITE[m[1]]}", p) for p in prompts]
+    assert pass_rate([check_motion(c, p) for c, p in zip(clips, flipped)]) == 0.0
+    colours = list(COLOURS)
+    # Only the shape's colour word: "red" also appears inside "checkered".
+    recoloured = [
+        re.sub(r"^a (\w+)", lambda m: f"a {colours[(colours.index(m[1]) + 1) % 6]}", p)
+        for p in prompts
+    ]
+    verdicts = [check_motion(c, p) for c, p in zip(clips, recoloured)]
+    assert pass_rate(verdicts) == 0.0
+    assert all(v.visible_frames == 0 for v in verdicts)
+
+
+def test_check_rejects_noise_and_still_shapes():
+    batch, clips = drawn(8, 17, seed=1)
+    prompts = batch.prompts()
+    noise = torch.rand(clips.shape, generator=torch.Generator().manual_seed(0))
+    assert pass_rate([check_motion(c, p) for c, p in zip(noise, prompts)]) == 0.0
+    still = clips[:, :1].expand_as(clips)
+    verdicts = [check_motion(c, p) for c, p in zip(still, prompts)]
+    assert pass_rate(verdicts) == 0.0
+    assert all(v.visible_frames > 0 for v in verdicts)  # seen, but not moving
+
+
+def test_check_takes_numpy_and_validates_shape():
+    batch, clips = drawn(1, 17)
+    assert check_motion(clips[0].numpy(), batch.prompts()[0]).passed
+    with pytest.raises(ValueError, match=r"\[F, H, W, 3\]"):
+        check_motion(np.zeros((17, 64, 64)), batch.prompts()[0])
+
+
+# --- autoencoder ------------------------------------------------------------------------------
+
+
+def test_pixel_autoencoder_round_trips_and_keeps_wan_frame_rule():
+    autoencoder = PixelSpaceVideoAutoencoder()
+    video = torch.rand(2, 3, 13, 16, 24) * 2 - 1
+    latents = autoencoder.encode(video)
+    assert latents.shape == (2, 48, 4, 8, 12)  # (13 - 1) / 4 + 1 latent frames
+    assert torch.equal(autoencoder.decode(latents, return_dict=False)[0], video)
+    with pytest.raises(ValueError, match=r"4\*n \+ 1"):
+        autoencoder.encode(video[:, :, :12])
+    with pytest.raises(ValueError, match="z_dim"):
+        PixelSpaceVideoAutoencoder(z_dim=16)
+
+
+# --- attention probe --------------------------------------------------------------------------
+
+
+def test_mass_share_of_uniform_and_one_hot_attention():
+    uniform = torch.zeros(1, 2, 256, 16)
+    assert torch.allclose(mass_block_share(uniform, uniform, 64), torch.ones(1, 2))
+    q = torch.randn(1, 1, 512, 64, generator=torch.Generator().manual_seed(0)) * 10
+    assert torch.allclose(mass_block_share(q, q.clone(), 64), torch.tensor([[1 / 8]]))
+    with pytest.raises(ValueError, match="multiple of block"):
+        mass_block_share(uniform[:, :, :100], uniform[:, :, :100], 64)
+
+
+# --- the shipped model ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shapes_pipe():
+    pipe = load_wan_shapes()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_shipped_weights_are_small_and_load_as_preset():
+    weights = MODEL_DIR / "transformer" / "diffusion_pytorch_model.safetensors"
+    assert weights.stat().st_size <= 40 * 2**20
+    assert PRESETS["wan-shapes"].random_weights is False
+    pipe = load_pipeline("wan-shapes")
+    assert type(pipe.transformer).__name__ == "WanTransformer3DModel"
+    assert pipe.transformer.dtype == torch.float32
+
+
+def test_default_size_gives_4096_video_tokens(shapes_pipe):
+    preset = PRESETS["wan-shapes"]
+    vae, patch = shapes_pipe.vae.config, shapes_pipe.transformer.config.patch_size
+    frames = (preset.frames - 1) // vae.scale_factor_temporal + 1
+    side = preset.height // vae.scale_factor_spatial // patch[1]
+    assert frames * side * side == 4096
+
+
+def test_shipped_model_draws_the_prompted_colour(shapes_pipe):
+    """Few steps at a small size on the CPU: the prompted colour forms a shape. Direction is
+    checked by the training script's GPU evaluation (``training/run.json``)."""
+    prompts = evaluation_prompts(4)
+    evaluation = evaluate_motion(
+        shapes_pipe, prompts, frames=17, height=64, width=64, steps=8, batch_size=4
+    )
+    assert evaluation.frames.shape == (4, 17, 64, 64, 3)
+    found = [v.visible_frames > 0 for v in evaluation.verdicts]
+    assert sum(found) >= 3, [v.reason for v in evaluation.verdicts]
+
+
+def test_attention_probe_runs_through_the_plugin(shapes_pipe):
+    probe = AttentionMassProbe(block_size=64)
+    with dit_sparse.attached(shapes_pipe, probe) as handle:
+        shapes_pipe(
+            prompt=evaluation_prompts(1),
+            num_frames=5,
+            height=64,
+            width=64,
+            num_inference_steps=1,
+            guidance_scale=1.0,
+            output_type="latent",
+        )
+        summary = summarize_probe(handle.records())
+    assert len(summary["layers"]) == 8
+    assert 0.0 < summary["mass_share"] <= 1.0
