@@ -18,12 +18,15 @@ Each method is called directly, ``method.attend(q, k, v, AttentionCall(...))``, 
 layer and at the first step of each kind its default schedule has there (search or profiling,
 reuse, ...; see `common.probe_kinds`), walking those steps in order with a fresh cache per
 repetition, as a new generation would. Recorded per kind: time, the density the method
-reports, and the output's relative error against dense.
+reports, and the output's relative error against dense. For SVG, ``svg_overhead`` splits its
+time into the kernel on the plan it chose (with and without the token permutation) and the
+rest (sampling and classifying heads), each averaged over back-to-back calls.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import math
 import sys
@@ -49,6 +52,7 @@ from common import (
     write_results,
 )
 
+from dit_sparse.kernels import block_sparse_attention
 from dit_sparse.layout import TokenLayout
 from dit_sparse.methods import AttentionCall, SparseMethod, resolve_method
 from dit_sparse.quality.report import fmt, markdown_table
@@ -162,6 +166,34 @@ def bench_method(plan: MethodPlan, qkv, layout, num_layers, reference, args, dev
     return {"method": method.name, "options": method.options(), "layer": layer, "steps": steps}
 
 
+def svg_overhead(qkv, layout, device, calls: int = 20) -> dict[str, float]:
+    """Where SVG's time goes: its whole call, the kernel alone on the plan it chose (with and
+    without the token permutation), and classification alone; each the mean of ``calls``
+    back-to-back calls between two syncs, as a pipeline issues them (launch latency hidden)."""
+    method = resolve_method("svg")
+    call = AttentionCall(layout, 1, 2, 0, NUM_STEPS, "cond", {})
+    masks = method.masks(layout, qkv[0].device)
+    kinds = method.classify(*qkv, layout)
+    plan = masks.plan(kinds)
+    unpermuted = dataclasses.replace(plan, perm=None)
+
+    def mean_seconds(fn: Callable[[], Any]) -> float:
+        fn()  # compile / warm
+        seconds, _ = timed(lambda: [fn() for _ in range(calls)], device)
+        return seconds / calls
+
+    result = {
+        "attend": mean_seconds(functools.partial(method.attend, *qkv, call)),
+        "kernel_with_perm": mean_seconds(lambda: block_sparse_attention(*qkv, plan)),
+        "kernel_without_perm": mean_seconds(lambda: block_sparse_attention(*qkv, unpermuted)),
+        "classify": mean_seconds(lambda: method.classify(*qkv, layout)),
+        "density": float(masks.density(kinds)),
+    }
+    # Profiling and permutation together, against the same plan's attention without them.
+    result["overhead_share"] = 1 - result["kernel_without_perm"] / result["attend"]
+    return result
+
+
 def bench_layout(name, spec, methods, args, device, dtype) -> dict[str, Any]:
     layout, heads, num_layers = spec
     print(f"{name}: {layout.describe()}, {heads} heads", file=sys.stderr, flush=True)
@@ -197,6 +229,8 @@ def bench_layout(name, spec, methods, args, device, dtype) -> dict[str, Any]:
                 "methods": results,
             }
         )
+        if "svg" in methods:
+            cases[-1]["svg_overhead"] = svg_overhead(qkv, layout, device)
         del qkv, reference, runs
     return {
         "name": name,
@@ -235,6 +269,19 @@ def table(layouts: list[dict[str, Any]]) -> str:
     return markdown_table(headers, rows)
 
 
+def overhead_table(layouts: list[dict[str, Any]]) -> str:
+    rows = [
+        [entry["name"], case["case"]]
+        + [f"{1000 * o[key]:.2f}" for key in ("attend", "kernel_with_perm", "kernel_without_perm")]
+        + [f"{1000 * o['classify']:.2f}", f"{o['overhead_share']:.1%}"]
+        for entry in layouts
+        for case in entry["cases"]
+        if (o := case.get("svg_overhead"))
+    ]
+    headers = ["layout", "case", "svg ms", "kernel+perm ms", "kernel ms", "classify ms"]
+    return markdown_table([*headers, "profiling+perm share"], rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -269,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_results(out, device, body)
     print(table(results))
+    print(overhead_table(results))
     return 0
 
 

@@ -81,9 +81,13 @@ def check_video_args(model: str, frames: int, height: int, width: int, steps: in
             raise UsageError(f"{model}: {err}") from None
 
 
+# Trained (dit_sparse/data/wan-shapes): its attention has structure, unlike random weights.
+DEFAULT_MODEL = "wan-shapes"
+
+
 def add_generation_args(parser: argparse.ArgumentParser, default_model: str) -> None:
     parser.add_argument("--model", default=default_model, help="preset name, hub id or local path")
-    parser.add_argument("--prompt", default="a red ball rolls left")
+    parser.add_argument("--prompt", default=None, help="default: the preset's example prompt")
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument(
         "--frames", type=int, default=None, help="pixel frames (default: the preset's)"
@@ -110,6 +114,30 @@ FAMILY_DEFAULTS = {
 }
 
 
+def generation_request(args: argparse.Namespace, prompt: str, seed: int = 0):
+    """The `GenerationRequest` that the generation arguments (`add_generation_args`) describe."""
+    from .generation import GenerationRequest
+
+    return GenerationRequest(
+        prompt=prompt,
+        negative_prompt=args.negative_prompt,
+        frames=args.frames,
+        height=args.height,
+        width=args.width,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=seed,
+    )
+
+
+def default_prompt(model: str) -> str:
+    """The preset's example prompt (any other model gets the generic one)."""
+    from .pipelines.presets import PRESETS, Preset
+
+    preset = PRESETS.get(model)
+    return preset.prompt if preset else Preset.prompt
+
+
 def fill_size_defaults(args: argparse.Namespace) -> None:
     """Unset sizes take the preset's sizes, or the model family pipeline's defaults."""
     from .pipelines.loading import model_family
@@ -129,6 +157,8 @@ def _generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     fill_size_defaults(args)
+    if args.prompt is None:
+        args.prompt = default_prompt(args.model)
     method = build_method(args.method, parse_options(args.option))
     check_video_args(args.model, args.frames, args.height, args.width, args.steps)
     suffix = Path(args.output).suffix.lower()
@@ -146,7 +176,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     import dit_sparse
 
-    from .generation import GenerationRequest, generate, save_frames
+    from .generation import generate, save_frames
     from .pipelines.loading import load_pipeline
     from .pipelines.presets import PRESETS
 
@@ -160,16 +190,7 @@ def _generate(args: argparse.Namespace) -> int:
 
         enable_ulysses(pipe, args.ulysses)
     handle = dit_sparse.apply(pipe, method)
-    request = GenerationRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        frames=args.frames,
-        height=args.height,
-        width=args.width,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
-    )
+    request = generation_request(args, args.prompt, seed=args.seed)
     result = generate(pipe, request, progress=rank == 0)
     if rank != 0:  # every rank holds the same video; rank 0 writes and reports it
         return 0
@@ -221,12 +242,26 @@ def _methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _presets(args: argparse.Namespace) -> int:
+    from .pipelines.presets import PRESETS
+
+    for preset in PRESETS.values():
+        weights = "random weights" if preset.random_weights else "trained"
+        default = " (default)" if preset.name == DEFAULT_MODEL else ""
+        print(f"{preset.name}{default}: {preset.description}")
+        print(
+            f"    {weights}; {preset.frames} frames {preset.width}x{preset.height}, "
+            f"{preset.steps} steps; prompt {preset.prompt!r}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dit-sparse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     gen = sub.add_parser("generate", help="generate a video with a sparse attention method")
-    add_generation_args(gen, default_model="tiny-wan")
+    add_generation_args(gen, default_model=DEFAULT_MODEL)
     gen.add_argument("--method", default="dense", help=f"one of {', '.join(METHODS)}")
     gen.add_argument(
         "--option",
@@ -261,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     methods = sub.add_parser("methods", help="list methods and their options")
     methods.set_defaults(func=_methods)
+
+    presets = sub.add_parser("presets", help="list the built-in models (no download)")
+    presets.set_defaults(func=_presets)
 
     from .quality.bench import add_bench_parser
 

@@ -5,6 +5,7 @@ import imageio.v3 as iio
 import pytest
 
 from dit_sparse.cli import main
+from dit_sparse.pipelines.presets import PRESETS
 
 
 def test_generate_writes_readable_mp4(tmp_path, capsys):
@@ -34,6 +35,32 @@ def test_generate_writes_readable_mp4(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "random weights" in printed and "wall" in printed and "density 1.000" in printed
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no temporary left behind
+
+
+def test_default_model_is_the_trained_one_with_its_prompt(tmp_path, capsys, monkeypatch):
+    import dit_sparse.generation as generation
+
+    seen = []
+    real = generation.generate
+
+    def recording(pipe, request, **kwargs):
+        seen.append((type(pipe.transformer).__name__, request.prompt))
+        return real(pipe, request, **kwargs)
+
+    monkeypatch.setattr(generation, "generate", recording)
+    out = tmp_path / "clip.mp4"
+    code = main(["generate", "--frames", "5", "--steps", "1", "--output", str(out)])
+    assert code == 0
+    assert seen == [("WanTransformer3DModel", PRESETS["wan-shapes"].prompt)]
+    assert iio.imread(out).shape == (5, 64, 64, 3)
+    assert "random weights" not in capsys.readouterr().out
+
+
+def test_presets_lists_every_preset_and_the_default(capsys):
+    assert main(["presets"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"{name}" in printed for name in PRESETS)
+    assert "wan-shapes (default)" in printed and "trained" in printed
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,8 @@ except ImportError:  # Triton ships with torch on Linux only.
     triton = tl = _Absent()
 
 INTERPRETED = HAS_TRITON and os.environ.get("TRITON_INTERPRET") == "1"
+# The kernels take exp2 of scores pre-scaled by log2(e): exp2 is the GPU's native exponential.
+LOG2E = 1.4426950408889634
 
 _warned: set[str] = set()
 

@@ -11,6 +11,7 @@ import torch
 
 from ._runtime import (
     INTERPRETED,
+    LOG2E,
     KernelConfig,
     check_block,
     check_qkv,
@@ -22,7 +23,6 @@ from ._runtime import (
 )
 from .reference import block_attention_mass_reference
 
-_LOG2E = 1.4426950408889634
 # Per head dim on CUDA; ``block_n`` is then fitted to the key block. On an H100
 # (benchmarks/kernel.py --tune, D = 128) 4 warps and 2 stages ran fastest, with key tiles of one
 # block of 64 or 128 keys.
@@ -211,7 +211,7 @@ def launch_block_attention_mass(
     _block_mass_fwd[grid](
         q, k, lse, mass,
         *q.stride()[:3], *k.stride()[:3], *lse.stride(), *mass.stride(),
-        heads, seq_len, nk, scale * _LOG2E,
+        heads, seq_len, nk, scale * LOG2E,
         HEAD_DIM=head_dim,
         BLOCK_M=block_m,
         BLOCK_N=config.block_n,

@@ -16,6 +16,7 @@ import torch
 from ..plan import BlockPlan
 from ._runtime import (
     INTERPRETED,
+    LOG2E,
     KernelConfig,
     check_block,
     check_qkv,
@@ -26,9 +27,6 @@ from ._runtime import (
     warn_fallback,
 )
 from .reference import block_sparse_attention_reference
-
-_LOG2E = 1.4426950408889634
-
 
 # Per head dim, for fp16/bf16 on CUDA. On an H100 (benchmarks/kernel.py --tune, D = 128) 128 x 128
 # tiles with 8 warps and 3 stages ran fastest; TMA loads and Triton's warp specialization gained
@@ -316,7 +314,7 @@ def launch_block_sparse_attention(
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 3),
         *(_broadcast_strides(perm, 2) if perm is not None else (0, 0)),
-        heads, seq_len, scale * _LOG2E,
+        heads, seq_len, scale * LOG2E,
         HEAD_DIM=head_dim,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,

@@ -55,24 +55,86 @@ def block_sparse_attention_reference(
     qc, kc, vc = (t.to(compute) for t in (q, k, v))
     if plan.perm is not None:
         qc, kc, vc = (permute_tokens(t, plan.perm) for t in (qc, kc, vc))
-    out = torch.empty_like(qc)
-    lse = torch.empty(batch, heads, seq_len, dtype=compute, device=q.device)
-    rows_per_chunk = max(plan.block_q, _CHUNK_ELEMENTS // max(1, batch * heads * seq_len))
-    rows_per_chunk -= rows_per_chunk % plan.block_q
-    for start in range(0, seq_len, rows_per_chunk):
-        rows = slice(start, min(seq_len, start + rows_per_chunk))
-        scores = torch.matmul(qc[:, :, rows], kc.transpose(-1, -2)) * scale
-        scores.masked_fill_(~token_mask_rows(plan, rows, batch), float("-inf"))
-        row_lse = torch.logsumexp(scores, dim=-1)
-        weights = torch.exp(scores - row_lse.nan_to_num(neginf=0.0)[..., None])
-        out[:, :, rows] = torch.matmul(weights, vc)
-        lse[:, :, rows] = row_lse
+    attend = _attend_masked_flash_cpu if qc.device.type == "cpu" else _attend_gathered_blocks
+    out, lse = attend(qc, kc, vc, plan, scale)
     if plan.perm is not None:
         out, lse = unpermute_tokens(out, plan.perm), unpermute_tokens(lse, plan.perm)
     out = out.to(q.dtype)
     if return_lse:
         return out, (lse if compute == torch.float64 else lse.float())
     return out
+
+
+def _attend_masked_flash_cpu(q, k, v, plan: BlockPlan, scale: float):
+    """PyTorch's fused CPU attention with an additive mask of the plan, a chunk of query rows
+    at a time: at a dense attention's speed and memory, with the LSE it returns."""
+    batch, heads, seq_len, _ = q.shape
+    block_mask = plan.to_block_mask()
+    out, lse = torch.empty_like(q), torch.empty(q.shape[:3], dtype=q.dtype)
+    rows_per_chunk = max(
+        plan.block_q, _CHUNK_ELEMENTS // max(1, block_mask.shape[0] * heads * seq_len)
+    )
+    rows_per_chunk -= rows_per_chunk % plan.block_q
+    for start in range(0, seq_len, rows_per_chunk):
+        rows = slice(start, min(seq_len, start + rows_per_chunk))
+        blocks = block_mask[:, :, start // plan.block_q : -(-rows.stop // plan.block_q)]
+        keep = blocks.repeat_interleave(plan.block_q, 2)[:, :, : rows.stop - start]
+        keep = keep.repeat_interleave(plan.block_k, 3)[..., :seq_len]
+        bias = torch.zeros(keep.shape, dtype=q.dtype).masked_fill_(~keep, float("-inf"))
+        out[:, :, rows], lse[:, :, rows] = (
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q[:, :, rows], k, v, attn_mask=bias.expand(batch, heads, -1, -1), scale=scale
+            )[:2]
+        )
+        # The fused op gives a row with no key output 0 but LSE 0; it must be -inf.
+        lse[:, :, rows].masked_fill_(~keep.any(-1).expand(batch, heads, -1), float("-inf"))
+    return out, lse
+
+
+def _attend_gathered_blocks(q, k, v, plan: BlockPlan, scale: float):
+    """Any device: each query block meets only its listed key blocks, gathered next to it, so
+    the cost follows the plan's density and no S x S score matrix is built."""
+    batch, heads, seq_len, head_dim = q.shape
+    nq, nk, bq, bk = plan.num_q_blocks, plan.num_k_blocks, plan.block_q, plan.block_k
+    q_blocks = _pad_rows(q, nq * bq).view(batch, heads, nq, bq, head_dim)
+    k_blocks = _pad_rows(k, nk * bk).view(batch, heads, nk, bk, head_dim)
+    v_blocks = _pad_rows(v, nk * bk).view(batch, heads, nk, bk, head_dim)
+    key_in_range = (torch.arange(nk * bk, device=q.device) < seq_len).view(nk, bk)
+    # Padding entries may hold any value; clamped, they gather a real block that is masked.
+    kv_indices = plan.kv_indices.long().clamp(0, nk - 1).expand(batch, heads, -1, -1)
+    in_list = torch.arange(plan.max_kv, device=q.device) < plan.kv_counts[..., None]
+    in_list = in_list.expand(batch, heads, -1, -1)
+    out = torch.empty_like(q_blocks)
+    lse = torch.empty(batch, heads, nq, bq, dtype=q.dtype, device=q.device)
+    per_block = batch * heads * bq * max(1, plan.max_kv) * bk
+    chunk = max(1, _CHUNK_ELEMENTS // per_block)
+    for start in range(0, nq, chunk):
+        rows = slice(start, min(nq, start + chunk))
+        index = kv_indices[:, :, rows]  # [B, H, c, max_kv]
+        keys, values = (_gather_blocks(t, index) for t in (k_blocks, v_blocks))
+        valid = (in_list[:, :, rows, :, None] & key_in_range[index]).flatten(-2)
+        scores = q_blocks[:, :, rows] @ keys.transpose(-1, -2) * scale
+        scores.masked_fill_(~valid[:, :, :, None, :], float("-inf"))
+        block_lse = torch.logsumexp(scores, dim=-1)
+        weights = torch.exp(scores - block_lse.nan_to_num(neginf=0.0)[..., None])
+        out[:, :, rows] = weights @ values
+        lse[:, :, rows] = block_lse
+    out = out.view(batch, heads, nq * bq, head_dim)[:, :, :seq_len]
+    lse = lse.view(batch, heads, nq * bq)[:, :, :seq_len]
+    return out, lse
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """``x`` ``[B, H, S, D]`` with zero rows appended up to ``rows``."""
+    return torch.nn.functional.pad(x, (0, 0, 0, rows - x.shape[2]))
+
+
+def _gather_blocks(blocks: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``blocks[b, h, index[b, h, i, j]]`` for ``blocks`` ``[B, H, n, bk, D]``, as
+    ``[B, H, c, max_kv * bk, D]`` (``index`` ``[B, H, c, max_kv]``)."""
+    b, h, c, m = index.shape
+    flat = blocks.gather(2, index.reshape(b, h, c * m, 1, 1).expand(-1, -1, -1, *blocks.shape[3:]))
+    return flat.view(b, h, c, m * blocks.shape[3], blocks.shape[4])
 
 
 def block_attention_mass_reference(

@@ -28,6 +28,7 @@ class Preset:
     width: int
     steps: int
     random_weights: bool = True
+    prompt: str = "a red ball rolls left"  # what `dit-sparse generate` uses without --prompt
 
 
 def _tiny_wan():
@@ -389,6 +390,7 @@ PRESETS: dict[str, Preset] = {
         width=64,
         steps=8,
         random_weights=False,
+        prompt="a red circle moves left slowly over a striped background",
     ),
 }
 

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 # `dit_sparse.cli` imports this module to register the subcommand: take the module, not its
 # names, so either import order works.
 from .. import cli
@@ -97,7 +99,7 @@ def _bench(args: argparse.Namespace) -> int:
     """Validate everything, load the model, run the plan, write every output."""
     cli.fill_size_defaults(args)
     cli.check_video_args(args.model, args.frames, args.height, args.width, args.steps)
-    prompts = _prompts(args, args.default_prompt)
+    prompts = _prompts(args, cli.default_prompt(args.model))
     seeds = _seeds(args.seeds)
     settings = _settings(args)
     if args.lpips_weights is not None and not Path(args.lpips_weights).is_file():
@@ -105,7 +107,6 @@ def _bench(args: argparse.Namespace) -> int:
     device = cli.resolve_device(args.device)
     dtype = cli.resolve_dtype(args.dtype, device)
 
-    from ..generation import GenerationRequest
     from ..pipelines.loading import load_pipeline
     from ..pipelines.presets import PRESETS
     from . import plots, report
@@ -114,7 +115,10 @@ def _bench(args: argparse.Namespace) -> int:
     from .metrics import LpipsUnavailable, load_lpips
 
     random_weights = args.model in PRESETS and PRESETS[args.model].random_weights
-    note = report.SPEED_ONLY if random_weights else None
+    notes = [report.SPEED_ONLY] if random_weights else []
+    if torch.device(device).type == "cpu":
+        notes.append(report.CPU_SPEED)
+    note = "; ".join(notes) or None  # figure titles and video labels
     if random_weights:
         print(f"note: {args.model}: {report.RANDOM_WEIGHTS_NOTE}")
     out = Path(args.output_dir)
@@ -122,15 +126,7 @@ def _bench(args: argparse.Namespace) -> int:
     lpips = load_lpips(args.lpips_weights, device)
     if isinstance(lpips, LpipsUnavailable):
         print(f"note: LPIPS skipped: {lpips.reason}")
-    request = GenerationRequest(
-        prompt=prompts[0],
-        negative_prompt=args.negative_prompt,
-        frames=args.frames,
-        height=args.height,
-        width=args.width,
-        steps=args.steps,
-        guidance=args.guidance,
-    )
+    request = cli.generation_request(args, prompts[0])
     cases = [Case(i, prompt, seed) for i, prompt in enumerate(prompts) for seed in seeds]
 
     def on_video(record, dense_frames, frames) -> None:
@@ -181,9 +177,8 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     bench = subparsers.add_parser(
         "bench", help="quality (PSNR/SSIM/LPIPS vs dense) and speed of methods, with plots"
     )
-    cli.add_generation_args(bench, default_model="tiny-wan")
-    # --prompt keeps its default only when --prompts is not given.
-    bench.set_defaults(func=_bench, default_prompt=bench.get_default("prompt"), prompt=None)
+    cli.add_generation_args(bench, default_model=cli.DEFAULT_MODEL)
+    bench.set_defaults(func=_bench)
     bench.add_argument("--prompts", metavar="FILE", help="one prompt per line (# comments)")
     bench.add_argument(
         "--methods",

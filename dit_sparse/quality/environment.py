@@ -10,6 +10,8 @@ from importlib import metadata
 
 import torch
 
+from .. import __version__
+
 
 def _version(package: str) -> str | None:
     try:
@@ -36,7 +38,7 @@ def environment(device: str | torch.device, command: list[str] | None = None) ->
         "torch": torch.__version__,
         "diffusers": _version("diffusers"),
         "triton": _version("triton"),
-        "dit_sparse": _version("dit-sparse"),
+        "dit_sparse": __version__,  # also when run from a checkout that is not installed
         "cuda": torch.version.cuda,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(sys.argv if command is None else command),

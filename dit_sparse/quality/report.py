@@ -26,8 +26,14 @@ RANDOM_WEIGHTS_NOTE = (
     "the model has random weights: speed numbers are real, quality numbers (PSNR, SSIM, "
     "LPIPS) compare noise-like videos and mean nothing"
 )
-# For figure titles and video labels, where the full note does not fit.
+CPU_SPEED_NOTE = (
+    "timed on the CPU, where a sparse plan runs as PyTorch's fused attention with the plan as a "
+    "mask (every key is still visited; the Triton kernel needs a GPU): speedups here say "
+    "nothing about a GPU, quality numbers hold"
+)
+# For figure titles and video labels, where the full notes do not fit.
 SPEED_ONLY = "random weights: speed only, quality means nothing"
+CPU_SPEED = "timed on the CPU: speed says nothing about a GPU"
 
 
 def json_safe(value: Any) -> Any:
@@ -111,6 +117,7 @@ def results_document(result: BenchResult, meta: dict[str, Any]) -> dict[str, Any
     return {
         **meta,
         "note": RANDOM_WEIGHTS_NOTE if meta.get("random_weights") else None,
+        "speed_note": CPU_SPEED_NOTE if meta.get("gpu") == "cpu" else None,
         "non_finite": INF_NOTE,
         "request": {
             "frames": request.frames,
@@ -227,6 +234,8 @@ def write_markdown(
     lines = [f"# dit-sparse bench: {meta['model']}", ""]
     if meta.get("random_weights"):
         lines += [f"> **Speed only**: {RANDOM_WEIGHTS_NOTE}.", ""]
+    if meta.get("gpu") == "cpu":
+        lines += [f"> **Speed**: {CPU_SPEED_NOTE}.", ""]
     lines += [
         f"- size: {request.frames} frames, {request.height}x{request.width}, "
         f"{request.steps} steps, guidance "

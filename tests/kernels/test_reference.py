@@ -5,7 +5,19 @@ import torch
 import torch.nn.functional as F
 
 from dit_sparse import BlockPlan
+from dit_sparse.kernels import reference
 from dit_sparse.kernels.reference import block_sparse_attention_reference
+
+
+@pytest.fixture(params=["flash_cpu", "gathered"], autouse=True)
+def attend_path(request, monkeypatch):
+    """Each test runs both ways the reference computes: the fused CPU op (what CPU tensors
+    take) and the gathered blocks (what other devices take)."""
+    if request.param == "gathered":
+        monkeypatch.setattr(
+            reference, "_attend_masked_flash_cpu", reference._attend_gathered_blocks
+        )
+    return request.param
 
 
 def token_mask(plan, batch):

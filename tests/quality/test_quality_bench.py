@@ -62,6 +62,8 @@ def test_results_json_has_raw_numbers_and_provenance(bench_dir):
         assert key in doc
     assert doc["gpu"] == "cpu" and doc["command"]  # this process's command line
     assert doc["random_weights"] is True and "mean nothing" in doc["note"]
+    assert "nothing about a GPU" in doc["speed_note"]  # timed on the CPU, and says so
+    assert "nothing about a GPU" in (bench_dir / "results.md").read_text()
     assert doc["lpips"] == {"available": True, "note": None}
     assert [s["label"] for s in doc["settings"]] == [
         "dense",
