@@ -40,6 +40,7 @@ from common import (
     NUM_STEPS,
     Observation,
     add_common_args,
+    chosen,
     error_text,
     first_steps,
     median,
@@ -293,10 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         layouts = TINY_LAYOUTS
     else:
-        names = [n.strip() for n in args.layouts.split(",") if n.strip()]
-        if not names or any(n not in LAYOUTS for n in names):
-            parser.error(f"--layouts takes {', '.join(LAYOUTS)}; got {args.layouts!r}")
-        layouts = {n: LAYOUTS[n] for n in names}
+        layouts = {n: LAYOUTS[n] for n in chosen(parser, "--layouts", args.layouts, LAYOUTS)}
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     methods = methods_from(args.methods)
     with torch.inference_mode():

@@ -58,6 +58,15 @@ def resolve_args(args: argparse.Namespace, prefix: str) -> tuple[torch.device, P
     return device, out
 
 
+def chosen(parser: argparse.ArgumentParser, flag: str, text: str, choices) -> list[str]:
+    """The comma-separated names in ``text`` (lower-cased), each one of ``choices``, or a
+    usage error naming ``flag`` and what it takes."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if not names or any(n not in choices for n in names):
+        parser.error(f"{flag} takes {', '.join(choices)}; got {text!r}")
+    return names
+
+
 def methods_from(text: str) -> list[str]:
     return [m.strip().lower() for m in text.split(",") if m.strip() and m.strip() != DENSE]
 

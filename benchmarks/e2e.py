@@ -38,6 +38,7 @@ from common import (
     Observation,
     add_common_args,
     amdahl_limit,
+    chosen,
     error_text,
     first_steps,
     median,
@@ -349,10 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser)
     args = parser.parse_args(argv)
     device, out = resolve_args(args, "e2e-tiny" if args.tiny else "e2e")
-    keys = [m.strip().lower() for m in args.models.split(",") if m.strip()]
-    unknown = [k for k in keys if k not in MODELS]
-    if unknown or not keys:
-        parser.error(f"--models takes {', '.join(MODELS)}; got {args.models!r}")
+    keys = chosen(parser, "--models", args.models, MODELS)
     specs = [tiny_spec(k) if args.tiny else MODELS[k] for k in keys]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     methods = methods_from(args.methods)
