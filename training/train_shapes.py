@@ -14,6 +14,8 @@ Run from the repository root with ``dit_sparse`` importable (``pip install -e .`
 
     python training/train_shapes.py --out runs/shapes --until-step 2600       # first run
     python training/train_shapes.py --resume runs/shapes --out runs/shapes    # resumes
+    python training/train_shapes.py --resume runs/shapes --weights dit_sparse/data/wan-shapes \
+        --config longer.json --out runs/shapes   # restarts the optimizer from shipped weights
     python training/train_shapes.py --export runs/shapes --to dit_sparse/data/wan-shapes
 
 A run directory holds ``checkpoint/`` (weights and optimizer moments, `checkpoint`),
@@ -116,11 +118,22 @@ def prompt_table(pipe: WanPipeline, device: torch.device) -> torch.Tensor:
     return embeds.float()
 
 
+def weights_only(model_dir: str) -> dict[str, torch.Tensor]:
+    """A shipped model's transformer weights as a checkpoint without optimizer moments: the
+    run goes on from them with a fresh AdamW (for when a run's checkpoint was not kept)."""
+    from safetensors.torch import load_file
+
+    weights = load_file(Path(model_dir) / "transformer" / "diffusion_pytorch_model.safetensors")
+    return {f"model/{name}": tensor.float() for name, tensor in weights.items()}
+
+
 def lr_factor(step: int, optim: dict) -> float:
-    """Linear warm-up, constant, then a cosine down to ``final_lr_fraction`` over the last
-    ``decay_fraction`` of ``total_steps``."""
-    if step < optim["warmup_steps"]:
-        return (step + 1) / optim["warmup_steps"]
+    """Linear warm-up from step ``warmup_from`` (0; a restarted optimizer warms up again),
+    constant, then a cosine down to ``final_lr_fraction`` over the last ``decay_fraction`` of
+    ``total_steps``."""
+    warm = step - optim.get("warmup_from", 0)
+    if 0 <= warm < optim["warmup_steps"]:
+        return (warm + 1) / optim["warmup_steps"]
     decay_start = optim["total_steps"] * (1.0 - optim["decay_fraction"])
     if step < decay_start:
         return 1.0
@@ -329,7 +342,9 @@ def train(args: argparse.Namespace) -> None:
                 raise SystemExit(f"--config changes {part!r}, which a resumed run cannot")
         record["config"] = config
         step = record["runs"][-1]["end_step"]
-        tensors = load_sharded(previous / "checkpoint")
+        tensors = (
+            weights_only(args.weights) if args.weights else load_sharded(previous / "checkpoint")
+        )
         if previous.resolve() != out.resolve():
             shutil.copy(previous / "loss.csv", out / "loss.csv")
         keep_rows_until(out / "loss.csv", step)
@@ -364,6 +379,8 @@ def train(args: argparse.Namespace) -> None:
         "command": " ".join(args.argv),
         "optimizer": config["optimizer"],
     }
+    if args.weights:
+        run["weights_from"] = args.weights
     record["runs"].append(run)
     prior_seconds = sum(r.get("train_seconds", 0.0) for r in record["runs"][:-1])
     prior_clips = sum(r.get("clips", 0) for r in record["runs"][:-1])
@@ -444,6 +461,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", help="run directory to write")
     parser.add_argument("--resume", help="run directory to continue from")
+    parser.add_argument(
+        "--weights", help="with --resume: start from this model directory, fresh optimizer"
+    )
     parser.add_argument("--until-step", type=int, default=None, help="stop at this step")
     parser.add_argument(
         "--train-seconds", type=float, default=math.inf, help="stop training after this long"
@@ -454,6 +474,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--to", help="with --export: the model directory to write")
     args = parser.parse_args(argv)
     args.argv = ["python", "training/train_shapes.py", *argv]
+    if args.weights and not args.resume:
+        parser.error("--weights needs --resume (the run directory whose records go on)")
     if args.export:
         if not args.to:
             parser.error("--export needs --to")
