@@ -127,11 +127,11 @@ def weights_only(model_dir: str) -> dict[str, torch.Tensor]:
     return {f"model/{name}": tensor.float() for name, tensor in weights.items()}
 
 
-def lr_factor(step: int, optim: dict) -> float:
-    """Linear warm-up from step ``warmup_from`` (0; a restarted optimizer warms up again),
-    constant, then a cosine down to ``final_lr_fraction`` over the last ``decay_fraction`` of
+def lr_factor(step: int, optim: dict, warmup_from: int = 0) -> float:
+    """Linear warm-up from step ``warmup_from`` (a fresh optimizer's first step), constant,
+    then a cosine down to ``final_lr_fraction`` over the last ``decay_fraction`` of
     ``total_steps``."""
-    warm = step - optim.get("warmup_from", 0)
+    warm = step - warmup_from
     if 0 <= warm < optim["warmup_steps"]:
         return (warm + 1) / optim["warmup_steps"]
     decay_start = optim["total_steps"] * (1.0 - optim["decay_fraction"])
@@ -379,8 +379,10 @@ def train(args: argparse.Namespace) -> None:
         "command": " ".join(args.argv),
         "optimizer": config["optimizer"],
     }
+    warmup_from = 0
     if args.weights:
-        run["weights_from"] = args.weights
+        # A fresh optimizer warms up again from here.
+        run["weights_from"], warmup_from = args.weights, step
     record["runs"].append(run)
     prior_seconds = sum(r.get("train_seconds", 0.0) for r in record["runs"][:-1])
     prior_clips = sum(r.get("clips", 0) for r in record["runs"][:-1])
@@ -403,7 +405,7 @@ def train(args: argparse.Namespace) -> None:
         write_json(out / "run.json", record)
 
     while step < stop_step and time.perf_counter() - start < args.train_seconds:
-        lr = optim["lr"] * lr_factor(step, optim)
+        lr = optim["lr"] * lr_factor(step, optim, warmup_from)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x_t, sigma, text, target = training_batch(step, config, pipe, table, device)
