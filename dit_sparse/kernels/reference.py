@@ -173,3 +173,43 @@ def block_attention_mass_reference(
     rows_in_block = torch.full((nq,), float(block_q), dtype=compute, device=q.device)
     rows_in_block[-1] = q_len - (nq - 1) * block_q
     return mass / rows_in_block[:, None]
+
+
+def rows_token_masks(
+    token_blocks: torch.Tensor, block_masks: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
+    """bool ``[M, R, S]``: the keys (original order) mask ``i`` keeps for original rows ``rows``.
+
+    ``token_blocks`` ``[M, S]`` is each token's block in mask ``i``'s token order,
+    ``block_masks`` ``[M, nq, nk]`` the masks in those orders.
+    """
+    row_blocks = token_blocks[:, rows]  # [M, R]
+    kinds = torch.arange(block_masks.shape[0], device=rows.device)[:, None]
+    block_rows = block_masks[kinds, row_blocks]  # [M, R, nk]
+    index = token_blocks[:, None, :].expand(-1, rows.numel(), -1)
+    return block_rows.gather(2, index)
+
+
+def masked_row_errors_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rows: torch.Tensor,
+    token_blocks: torch.Tensor,
+    block_masks: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Torch reference of `masked_row_errors`: fp32 ``[B, H, M]`` (fp64 for fp64 q), the mean
+    squared error of the ``rows``' outputs under each mask against their exact outputs.
+
+    One ``[R, S]`` score matrix per head and ``M`` masked copies of it.
+    """
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    qc, kc, vc = (t.to(compute) for t in (q.index_select(2, rows), k, v))
+    probs = torch.softmax((qc * scale) @ kc.transpose(-1, -2), dim=-1)  # [B, H, R, S]
+    exact = probs @ vc
+    masks = rows_token_masks(token_blocks, block_masks, rows)
+    kept = probs.unsqueeze(2) * masks.to(compute)  # [B, H, M, R, S]
+    masked = (kept.flatten(2, 3) @ vc).unflatten(2, (masks.shape[0], rows.numel()))
+    masked = masked / kept.sum(-1).clamp_min(torch.finfo(compute).tiny)[..., None]
+    return (masked - exact.unsqueeze(2)).square().mean((-1, -2))
