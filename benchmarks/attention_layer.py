@@ -20,7 +20,10 @@ reuse, ...; see `common.probe_kinds`), walking those steps in order with a fresh
 repetition, as a new generation would. Recorded per kind: time, the density the method
 reports, and the output's relative error against dense. For SVG, ``svg_overhead`` splits its
 time into the kernel on the plan it chose (with and without the token permutation) and the
-rest (sampling and classifying heads), each averaged over back-to-back calls.
+rest (sampling and classifying heads), each averaged over back-to-back calls; for AdaSpa,
+``adaspa_overhead`` splits a search into its dense pass with LSE, its block-mass pass (exact
+and sampled) and its selection, and the search table gives the search steps' cost against
+dense and the search work's share of a 50-step run's attention time.
 """
 
 from __future__ import annotations
@@ -53,7 +56,11 @@ from common import (
     write_results,
 )
 
-from dit_sparse.kernels import block_sparse_attention
+from dit_sparse.kernels import (
+    block_attention_mass,
+    block_sparse_attention,
+    dense_attention_with_lse,
+)
 from dit_sparse.layout import TokenLayout
 from dit_sparse.methods import AttentionCall, SparseMethod, resolve_method
 from dit_sparse.quality.report import fmt, markdown_table
@@ -167,32 +174,56 @@ def bench_method(plan: MethodPlan, qkv, layout, num_layers, reference, args, dev
     return {"method": method.name, "options": method.options(), "layer": layer, "steps": steps}
 
 
-def svg_overhead(qkv, layout, device, calls: int = 20) -> dict[str, float]:
+def mean_seconds(fn: Callable[[], Any], device, calls: int = 20) -> float:
+    """Mean of ``calls`` back-to-back calls between two syncs, as a pipeline issues them
+    (launch latency hidden), after one warm-up call."""
+    fn()  # compile / warm
+    seconds, _ = timed(lambda: [fn() for _ in range(calls)], device)
+    return seconds / calls
+
+
+def svg_overhead(qkv, layout, device) -> dict[str, float]:
     """Where SVG's time goes: its whole call, the kernel alone on the plan it chose (with and
-    without the token permutation), and classification alone; each the mean of ``calls``
-    back-to-back calls between two syncs, as a pipeline issues them (launch latency hidden)."""
+    without the token permutation), and classification alone; each a `mean_seconds`."""
     method = resolve_method("svg")
     call = AttentionCall(layout, 1, 2, 0, NUM_STEPS, "cond", {})
     masks = method.masks(layout, qkv[0].device)
     kinds = method.classify(*qkv, layout)
     plan = masks.plan(kinds)
-    unpermuted = dataclasses.replace(plan, perm=None)
-
-    def mean_seconds(fn: Callable[[], Any]) -> float:
-        fn()  # compile / warm
-        seconds, _ = timed(lambda: [fn() for _ in range(calls)], device)
-        return seconds / calls
+    unpermuted = dataclasses.replace(plan, perm=None, permuted=None)
 
     result = {
-        "attend": mean_seconds(functools.partial(method.attend, *qkv, call)),
-        "kernel_with_perm": mean_seconds(lambda: block_sparse_attention(*qkv, plan)),
-        "kernel_without_perm": mean_seconds(lambda: block_sparse_attention(*qkv, unpermuted)),
-        "classify": mean_seconds(lambda: method.classify(*qkv, layout)),
+        "attend": mean_seconds(functools.partial(method.attend, *qkv, call), device),
+        "kernel_with_perm": mean_seconds(lambda: block_sparse_attention(*qkv, plan), device),
+        "kernel_without_perm": mean_seconds(
+            lambda: block_sparse_attention(*qkv, unpermuted), device
+        ),
+        "classify": mean_seconds(lambda: method.classify(*qkv, layout), device),
         "density": float(masks.density(kinds)),
     }
     # Profiling and permutation together, against the same plan's attention without them.
     result["overhead_share"] = 1 - result["kernel_without_perm"] / result["attend"]
     return result
+
+
+def adaspa_overhead(qkv, layout, device) -> dict[str, float]:
+    """Where AdaSpa's search time goes, each a `mean_seconds`: the dense pass with LSE, the
+    block-mass pass exact and from ``search_rows`` rows, the selection from a cached LSE (mass
+    pass included) and a whole first search (dense pass included)."""
+    method = resolve_method("adaspa")
+    q, k, v = qkv
+    block = method.block_for(layout.seq_len)
+    _, lse = dense_attention_with_lse(q, k, v)
+    return {
+        "dense_with_lse": mean_seconds(lambda: dense_attention_with_lse(q, k, v), device),
+        "mass_exact": mean_seconds(lambda: block_attention_mass(q, k, lse, block, block), device),
+        "mass_sampled": mean_seconds(
+            lambda: block_attention_mass(q, k, lse, block, block, rows=method.search_rows), device
+        ),
+        "search_rows": method.search_rows,
+        "cached_search": mean_seconds(lambda: method.search(q, k, v, layout, lse=lse), device),
+        "search": mean_seconds(lambda: method.search(q, k, v, layout), device),
+    }
 
 
 def bench_layout(name, spec, methods, args, device, dtype) -> dict[str, Any]:
@@ -232,6 +263,8 @@ def bench_layout(name, spec, methods, args, device, dtype) -> dict[str, Any]:
         )
         if "svg" in methods:
             cases[-1]["svg_overhead"] = svg_overhead(qkv, layout, device)
+        if "adaspa" in methods:
+            cases[-1]["adaspa_overhead"] = adaspa_overhead(qkv, layout, device)
         del qkv, reference, runs
     return {
         "name": name,
@@ -283,6 +316,36 @@ def overhead_table(layouts: list[dict[str, Any]]) -> str:
     return markdown_table([*headers, "profiling+perm share"], rows)
 
 
+def search_table(layouts: list[dict[str, Any]]) -> str:
+    """AdaSpa's search cost: the search steps against dense, and the search work's share of
+    the attention time of a default 50-step run (10 dense steps, a full search at 10, an
+    LSE-cached one at 30, reuse elsewhere; search work = a search step's time over a reuse
+    step's)."""
+    rows = []
+    for entry in layouts:
+        for case in entry["cases"]:
+            result = next((m for m in case["methods"] if m.get("method") == "adaspa"), None)
+            if result is None or "error" in result:
+                continue
+            dense = case["dense"]["median"]
+            steps = {label: s["median"] for label, s in result["steps"].items()}
+            search, cached, reuse = steps["search"], steps["cached-search"], steps["reuse"]
+            dense_steps = round(0.2 * NUM_STEPS)
+            total = dense_steps * dense + search + cached + (NUM_STEPS - dense_steps - 2) * reuse
+            work = (search - reuse) + (cached - reuse)
+            o = case.get("adaspa_overhead", {})
+            rows.append(
+                [entry["name"], case["case"], f"{search / dense:.2f}x", f"{cached / dense:.2f}x"]
+                + [f"{o[key] / dense:.2f}x" if key in o else "-" for key in MASS_KEYS]
+                + [f"{work / total:.1%}"]
+            )
+    headers = ["layout", "case", "search step", "cached-search step", "mass (exact)"]
+    return markdown_table([*headers, "mass (sampled)", "search share of 50 steps"], rows)
+
+
+MASS_KEYS = ("mass_exact", "mass_sampled")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -315,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     write_results(out, device, body)
     print(table(results))
     print(overhead_table(results))
+    print(search_table(results))
     return 0
 
 

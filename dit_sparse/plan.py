@@ -24,7 +24,8 @@ class BlockPlan:
     ``perm`` (optional, int64 ``[B|1, H, S]``) says that the plan is written in a permuted
     token order: position ``p`` of head ``h`` holds original token ``perm[b, h, p]``. Sparse
     VideoGen uses it to make temporal heads block-dense. The output is always returned in the
-    original order.
+    original order. ``permuted`` (optional, bool ``[B|1, H]``) marks the heads whose ``perm``
+    is not the identity; the kernel then reads the others in place (default: every head).
     """
 
     kv_indices: torch.Tensor
@@ -33,6 +34,7 @@ class BlockPlan:
     block_k: int
     seq_len: int
     perm: torch.Tensor | None = None
+    permuted: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.kv_indices.dim() != 4 or self.kv_counts.dim() != 3:
@@ -55,6 +57,16 @@ class BlockPlan:
             raise ValueError(
                 f"BlockPlan.perm must be [B|1, {self.heads}, {self.seq_len}], "
                 f"got {tuple(self.perm.shape)}"
+            )
+        if self.permuted is not None and (
+            self.perm is None
+            or self.permuted.dtype != torch.bool
+            or self.permuted.shape != (self.perm.shape[0], self.heads)
+        ):
+            raise ValueError(
+                f"BlockPlan.permuted must be bool [B|1, {self.heads}] beside a perm, got "
+                f"{self.permuted.dtype} {tuple(self.permuted.shape)}"
+                + ("" if self.perm is not None else " without a perm")
             )
 
     @property
@@ -167,7 +179,7 @@ class BlockPlan:
         )
 
     def to(self, device: torch.device | str) -> BlockPlan:
-        perm = None if self.perm is None else self.perm.to(device)
+        perm, permuted = (None if t is None else t.to(device) for t in (self.perm, self.permuted))
         return BlockPlan(
             self.kv_indices.to(device),
             self.kv_counts.to(device),
@@ -175,6 +187,7 @@ class BlockPlan:
             self.block_k,
             self.seq_len,
             perm,
+            permuted,
         )
 
 

@@ -3,6 +3,7 @@
 from .block_mass import block_attention_mass
 from .block_sparse_attention import block_sparse_attention
 from .dense import dense_attention_with_lse
+from .masked_rows import masked_row_errors
 from .reference import block_sparse_attention_reference
 
 __all__ = [
@@ -10,4 +11,5 @@ __all__ = [
     "block_sparse_attention",
     "block_sparse_attention_reference",
     "dense_attention_with_lse",
+    "masked_row_errors",
 ]

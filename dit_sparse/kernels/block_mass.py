@@ -41,23 +41,27 @@ def _mass_tiles(
     q,
     lse2,
     k_ptr,
-    out_ptr,
+    out_ptrs,
+    out_valid,
+    inv_rows,
     first,
     last,
-    seq_len,
+    k_len,
     num_k_blocks,
     qk_scale,
-    inv_rows,
     stride_ks,
     stride_mk,
     HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    GROUPS: tl.constexpr,
     MASK: tl.constexpr,
     ATOMIC: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """Mass of key tiles ``first..last`` (``BLOCK_N`` keys each) into the output row."""
+    """Mass of key tiles ``first..last`` (``BLOCK_N`` keys each) into the ``GROUPS`` output
+    rows ``out_ptrs`` (one per query block of the tile's rows)."""
     # A tile covers SPAN key blocks, or 1/(BLOCK_K // BLOCK_N) of one.
     SPAN: tl.constexpr = BLOCK_N // BLOCK_K if BLOCK_N > BLOCK_K else 1
     offs_n = tl.arange(0, BLOCK_N)
@@ -70,19 +74,27 @@ def _mass_tiles(
         row_mask = None
         fill = None
         if MASK:
-            row_mask = pos[:, None] < seq_len
+            row_mask = pos[:, None] < k_len
             fill = 0
         k = tl.load(k_ptrs, mask=row_mask, other=fill)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         p = tl.math.exp2(qk * qk_scale - lse2[:, None])
         if MASK:
-            p = tl.where(pos[None, :] < seq_len, p, 0.0)
-        mass = tl.sum(tl.reshape(tl.sum(p, 0), [SPAN, BLOCK_N // SPAN]), 1) * inv_rows
-        blocks = (t * BLOCK_N) // BLOCK_K + tl.arange(0, SPAN)
-        if ATOMIC:
-            tl.atomic_add(out_ptr + blocks * stride_mk, mass, mask=blocks < num_k_blocks)
+            p = tl.where(pos[None, :] < k_len, p, 0.0)
+        # Sum along the keys first (within a thread's registers): [BLOCK_M, SPAN] per-row masses.
+        if SPAN == 1:
+            per_row = tl.expand_dims(tl.sum(p, 1), 1)
         else:
-            tl.store(out_ptr + blocks * stride_mk, mass, mask=blocks < num_k_blocks)
+            per_row = tl.sum(tl.reshape(p, [BLOCK_M, SPAN, BLOCK_N // SPAN]), 2)
+        rows = tl.reshape(per_row, [GROUPS, BLOCK_M // GROUPS, SPAN])
+        mass = tl.sum(rows, 1) * inv_rows[:, None]
+        blocks = (t * BLOCK_N) // BLOCK_K + tl.arange(0, SPAN)
+        ptrs = out_ptrs[:, None] + blocks[None, :] * stride_mk
+        valid = out_valid[:, None] & (blocks[None, :] < num_k_blocks)
+        if ATOMIC:
+            tl.atomic_add(ptrs, mass, mask=valid)
+        else:
+            tl.store(ptrs, mass, mask=valid)
 
 
 @triton.jit
@@ -105,7 +117,9 @@ def _block_mass_fwd(
     stride_mq,
     stride_mk,
     heads,
-    seq_len,
+    q_len,
+    k_len,
+    num_q_blocks,
     num_k_blocks,
     qk_scale,
     HEAD_DIM: tl.constexpr,
@@ -116,31 +130,37 @@ def _block_mass_fwd(
     ATOMIC: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    # A program's BLOCK_M rows are GROUPS whole query blocks, or part of one (then ATOMIC).
+    GROUPS: tl.constexpr = BLOCK_M // BLOCK_Q if BLOCK_M > BLOCK_Q else 1
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // heads).to(tl.int64)
     h = (pid_bh % heads).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_valid = offs_m < seq_len
+    row_valid = offs_m < q_len
     q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs
     q = tl.load(q_ptrs + tl.arange(0, HEAD_DIM)[None, :], mask=row_valid[:, None], other=0.0)
     lse = tl.load(LSE + b * stride_lb + h * stride_lh + offs_m * stride_ls, mask=row_valid)
     # Rows past the end, and rows that attended to nothing (LSE -inf), add no mass.
     lse2 = tl.where(row_valid & (lse > float("-inf")), lse * 1.4426950408889634, float("inf"))
 
-    q_block = pid_m // (BLOCK_Q // BLOCK_M)
-    inv_rows = 1.0 / tl.minimum(BLOCK_Q, seq_len - q_block * BLOCK_Q).to(tl.float32)
-    out_ptr = MASS + b * stride_mb + h * stride_mh + q_block * stride_mq
+    q_blocks = (pid_m * BLOCK_M) // BLOCK_Q + tl.arange(0, GROUPS)
+    rows_in_block = tl.minimum(BLOCK_Q, q_len - q_blocks * BLOCK_Q).to(tl.float32)
+    inv_rows = 1.0 / tl.maximum(rows_in_block, 1.0)
+    out_ptrs = MASS + b * stride_mb + h * stride_mh + q_blocks * stride_mq
+    out_valid = q_blocks < num_q_blocks
     k_ptr = K + b * stride_kb + h * stride_kh
-    tiles = tl.cdiv(seq_len, BLOCK_N)
-    full_tiles = seq_len // BLOCK_N
+    tiles = tl.cdiv(k_len, BLOCK_N)
+    full_tiles = k_len // BLOCK_N
     _mass_tiles(
-        q, lse2, k_ptr, out_ptr, 0, full_tiles, seq_len, num_k_blocks, qk_scale, inv_rows,
-        stride_ks, stride_mk, HEAD_DIM, BLOCK_N, BLOCK_K, False, ATOMIC, DOT_PRECISION,
+        q, lse2, k_ptr, out_ptrs, out_valid, inv_rows, 0, full_tiles, k_len, num_k_blocks,
+        qk_scale, stride_ks, stride_mk, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_K, GROUPS, False,
+        ATOMIC, DOT_PRECISION,
     )  # fmt: skip
     _mass_tiles(
-        q, lse2, k_ptr, out_ptr, full_tiles, tiles, seq_len, num_k_blocks, qk_scale, inv_rows,
-        stride_ks, stride_mk, HEAD_DIM, BLOCK_N, BLOCK_K, True, ATOMIC, DOT_PRECISION,
+        q, lse2, k_ptr, out_ptrs, out_valid, inv_rows, full_tiles, tiles, k_len, num_k_blocks,
+        qk_scale, stride_ks, stride_mk, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_K, GROUPS, True,
+        ATOMIC, DOT_PRECISION,
     )  # fmt: skip
 
 
@@ -152,6 +172,7 @@ def block_attention_mass(
     block_k: int,
     *,
     scale: float | None = None,
+    rows: int | None = None,
 ) -> torch.Tensor:
     """Share of each query block's attention that falls on each key block.
 
@@ -161,16 +182,26 @@ def block_attention_mass(
             `dense_attention_with_lse` returns). Rows with LSE ``-inf`` add nothing.
         block_q, block_k: block sizes, powers of two >= 16; the last block may be ragged.
         scale: score scale, default ``1 / sqrt(D)``; must be the one ``lse`` was computed with.
+        rows: estimate each query block's mass from this many of its rows, evenly spaced
+            (`sampled_rows`; a power of two <= ``block_q``); default all rows (exact). The
+            pass costs ``rows / block_q`` of the exact one.
 
     Returns:
-        fp32 ``[B, H, nq, nk]``: ``mass[b, h, i, j]`` is the sum over the rows of query block
-        ``i`` of ``exp(q k^T * scale - lse)`` over the keys of block ``j``, divided by the
-        number of rows in block ``i``; each row sums to 1 when ``lse`` is the dense LSE.
+        fp32 ``[B, H, nq, nk]``: ``mass[b, h, i, j]`` is the sum over the (sampled) rows of
+        query block ``i`` of ``exp(q k^T * scale - lse)`` over the keys of block ``j``, divided
+        by the number of those rows; each row sums to 1 when ``lse`` is the dense LSE.
 
     On CUDA one fused Triton pass (no S x S tensor); elsewhere the torch reference, with a
     one-time warning.
     """
     scale = _check_inputs(q, k, lse, block_q, block_k, scale)
+    if rows is not None and rows != block_q:
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
+            raise ValueError(f"rows must be a power of two, got {rows!r}")
+        if rows > block_q:
+            raise ValueError(f"rows must be at most block_q = {block_q}, got {rows}")
+        q, lse = (sampled_rows(t, block_q, rows) for t in (q, lse))
+        block_q = rows
     if not triton_runs_on(q.device):
         warn_fallback("block_attention_mass", q.device)
         return block_attention_mass_reference(q, k, lse, block_q, block_k, scale=scale)
@@ -185,6 +216,13 @@ def block_attention_mass(
     return launch_block_attention_mass(q, k, lse, block_q, block_k, scale, config)
 
 
+def sampled_rows(x: torch.Tensor, block: int, rows: int) -> torch.Tensor:
+    """The ``rows`` evenly spaced rows of every ``block`` rows of ``x`` ``[B, H, S, ...]`` (every
+    ``block // rows``-th, from each block's first): a strided view, no copy. Block ``i``'s rows
+    are then rows ``i * rows ..`` of the result (a ragged last block keeps at least one)."""
+    return x[:, :, :: block // rows]
+
+
 def launch_block_attention_mass(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -194,26 +232,28 @@ def launch_block_attention_mass(
     scale: float,
     config: KernelConfig,
 ) -> torch.Tensor:
-    """Run the kernel with ``config`` (its ``block_m`` is capped by ``block_q``).
+    """Run the kernel with ``config``; ``q`` and ``lse`` may hold fewer rows than ``k``
+    (sampled ones, ``block_q`` per query block).
 
     No validation: `block_attention_mass` checks inputs first; benchmarks call this directly
     to try other configs.
     """
-    batch, heads, seq_len, head_dim = q.shape
-    block_m = min(config.block_m, block_q)
-    # Tiles that split a query or key block add their partial sums atomically.
-    atomic = block_m < block_q or config.block_n < block_k
-    nq, nk = -(-seq_len // block_q), -(-seq_len // block_k)
+    batch, heads, q_len, head_dim = q.shape
+    k_len = k.shape[2]
+    # Tiles that split a query or key block add their partial sums atomically; a tile may also
+    # hold several whole query blocks (block_m > block_q).
+    atomic = config.block_m < block_q or config.block_n < block_k
+    nq, nk = -(-q_len // block_q), -(-k_len // block_k)
     alloc = torch.zeros if atomic else torch.empty
     mass = alloc(batch, heads, nq, nk, dtype=torch.float32, device=q.device)
     q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
-    grid = (triton.cdiv(seq_len, block_m), batch * heads)
+    grid = (triton.cdiv(q_len, config.block_m), batch * heads)
     _block_mass_fwd[grid](
         q, k, lse, mass,
         *q.stride()[:3], *k.stride()[:3], *lse.stride(), *mass.stride(),
-        heads, seq_len, nk, scale * LOG2E,
+        heads, q_len, k_len, nq, nk, scale * LOG2E,
         HEAD_DIM=head_dim,
-        BLOCK_M=block_m,
+        BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
         BLOCK_Q=block_q,
         BLOCK_K=block_k,

@@ -5,8 +5,10 @@ FlashAttention-2: it walks the key blocks that ``plan.kv_indices`` lists for its
 tiles of ``BLOCK_N`` keys, and keeps the running max in log2 units (``log2(e)`` is folded into
 the scale, so the exponentials are ``exp2``). Only the last key block of a row can be the ragged
 tail of the sequence (blocks are listed in ascending order), so only that block pays for masking.
-With ``plan.perm`` the rows are gathered through the permutation as they are loaded and the
-results scattered back as they are stored: the permuted copies of q, k, v never exist.
+With ``plan.perm``, the K and V of permuted heads are first gathered into permuted copies (one
+pass that skips the heads ``plan.permuted`` leaves in place), so every key tile still loads
+from consecutive rows; Q rows are gathered through the permutation as they are loaded and O
+and LSE scattered back as they are stored.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ _GPU_CONFIGS = {
     128: KernelConfig(128, 128, 8, 3),
     256: KernelConfig(64, 64, 4, 2),
 }
+# Rows per program of the pass that gathers permuted heads' K and V.
+_PERMUTE_ROWS = 64
 # The interpreter runs one program at a time in numpy: bigger tiles mean fewer steps.
 _INTERPRETER_CONFIG = KernelConfig(128, 128, 4, 1)
 
@@ -59,7 +63,6 @@ def _attend_tiles(
     k_ptr,
     v_ptr,
     kv_idx_ptr,
-    perm_ptr,
     first,
     last,
     seq_len,
@@ -70,7 +73,6 @@ def _attend_tiles(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     MASK: tl.constexpr,
-    HAS_PERM: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """Online-softmax update over key tiles ``first..last`` of this row's block list.
@@ -81,31 +83,19 @@ def _attend_tiles(
     sub_tiles: tl.constexpr = BLOCK_K // BLOCK_N
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
-    # Without perm a tile's rows are consecutive: its pointers are one scalar base plus these
-    # loop-invariant 32-bit offsets, a single instruction per address. Row arithmetic per
-    # element in the loop cost ~10% of an H100's time.
+    # A tile's rows are consecutive: its pointers are one scalar base plus these loop-invariant
+    # 32-bit offsets, a single instruction per address. Row arithmetic per element in the loop
+    # (gathering rows through a permutation) cost 7-12% of an H100's time.
     k_offsets = offs_n[:, None] * stride_ks + offs_d[None, :]
     v_offsets = offs_n[:, None] * stride_vs + offs_d[None, :]
-    # Loads are issued ahead of their use, so that no load in the loop depends on another load
-    # of the same iteration: block indices one tile ahead, or with perm two tiles ahead and the
-    # perm rows one. Triton's pipeliner then keeps K and V tiles two iterations ahead (three
-    # buffers), as for dense attention; indices loaded in the iteration that used them held K
-    # and V to one tile ahead, waited on at every step.
+    # The block index is loaded one tile ahead, so that no load in the loop depends on another
+    # load of the same iteration: Triton's pipeliner then keeps K and V tiles two iterations
+    # ahead (three buffers), as for dense attention; indices loaded in the iteration that used
+    # them held K and V to one tile ahead, waited on at every step.
     block_1 = tl.load(kv_idx_ptr + first // sub_tiles, mask=first < last, other=0)
-    if HAS_PERM:
-        block_2 = tl.load(kv_idx_ptr + (first + 1) // sub_tiles, mask=first + 1 < last, other=0)
-        pos = block_1 * BLOCK_K + (first % sub_tiles) * BLOCK_N + offs_n
-        rows_1 = tl.load(perm_ptr + pos, mask=(first < last) & (pos < seq_len), other=0)
     for t in tl.range(first, last):
         start = block_1 * BLOCK_K + (t % sub_tiles) * BLOCK_N
-        if HAS_PERM:
-            rows = rows_1
-            block_1 = block_2
-            block_2 = tl.load(kv_idx_ptr + (t + 2) // sub_tiles, mask=t + 2 < last, other=0)
-            pos = block_1 * BLOCK_K + ((t + 1) % sub_tiles) * BLOCK_N + offs_n
-            rows_1 = tl.load(perm_ptr + pos, mask=(t + 1 < last) & (pos < seq_len), other=0)
-        else:
-            block_1 = tl.load(kv_idx_ptr + (t + 1) // sub_tiles, mask=t + 1 < last, other=0)
+        block_1 = tl.load(kv_idx_ptr + (t + 1) // sub_tiles, mask=t + 1 < last, other=0)
         valid = start + offs_n < seq_len
         # Unmasked tiles load without a mask (None), which keeps their loads unpredicated.
         tile_mask = None
@@ -115,14 +105,12 @@ def _attend_tiles(
             fill = 0
         # Loads are written out here, not in a helper: the interpreter re-patches Triton's
         # language module on every nested jit call, which would dominate CPU test time.
-        if HAS_PERM:
-            k_ptrs = k_ptr + rows[:, None] * stride_ks + offs_d[None, :]
-            v_ptrs = v_ptr + rows[:, None] * stride_vs + offs_d[None, :]
-        else:
-            k_ptrs = (k_ptr + start.to(tl.int64) * stride_ks) + k_offsets
-            v_ptrs = (v_ptr + start.to(tl.int64) * stride_vs) + v_offsets
-        k = tl.load(k_ptrs, mask=tile_mask, other=fill)
-        v = tl.load(v_ptrs, mask=tile_mask, other=fill)
+        k = tl.load(
+            (k_ptr + start.to(tl.int64) * stride_ks) + k_offsets, mask=tile_mask, other=fill
+        )
+        v = tl.load(
+            (v_ptr + start.to(tl.int64) * stride_vs) + v_offsets, mask=tile_mask, other=fill
+        )
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         if MASK:
             qk = tl.where(valid[None, :], qk, float("-inf"))
@@ -136,6 +124,47 @@ def _attend_tiles(
 
 
 @triton.jit
+def _permute_kv(
+    K,
+    V,
+    KP,
+    VP,
+    PERM,
+    PERMUTED,
+    stride_kb,
+    stride_kh,
+    stride_ks,
+    stride_vb,
+    stride_vh,
+    stride_vs,
+    stride_pb,
+    stride_ph,
+    stride_fb,
+    stride_fh,
+    heads,
+    seq_len,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    """``KP[b, h, p] = K[b, h, perm[b, h, p]]`` (and V) for the heads ``PERMUTED`` marks;
+    KP and VP are contiguous ``[B, H, S, D]``."""
+    pid_s = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // heads).to(tl.int64)
+    h = (pid_bh % heads).to(tl.int64)
+    if tl.load(PERMUTED + b * stride_fb + h * stride_fh) != 0:
+        offs = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+        valid = offs < seq_len
+        rows = tl.load(PERM + b * stride_pb + h * stride_ph + offs, mask=valid, other=0)
+        offs_d = tl.arange(0, HEAD_DIM)
+        k = tl.load(K + b * stride_kb + h * stride_kh + rows[:, None] * stride_ks + offs_d[None, :])
+        v = tl.load(V + b * stride_vb + h * stride_vh + rows[:, None] * stride_vs + offs_d[None, :])
+        out = (pid_bh.to(tl.int64) * seq_len + offs[:, None]) * HEAD_DIM + offs_d[None, :]
+        tl.store(KP + out, k, mask=valid[:, None])
+        tl.store(VP + out, v, mask=valid[:, None])
+
+
+@triton.jit
 def _block_sparse_attention_fwd(
     Q,
     K,
@@ -145,6 +174,9 @@ def _block_sparse_attention_fwd(
     KV_IDX,
     KV_CNT,
     PERM,
+    PERMUTED,
+    KP,
+    VP,
     stride_qb,
     stride_qh,
     stride_qs,
@@ -165,6 +197,9 @@ def _block_sparse_attention_fwd(
     stride_cq,
     stride_pb,
     stride_ph,
+    stride_fb,
+    stride_fh,
+    stride_copy_s,
     heads,
     seq_len,
     qk_scale,
@@ -193,10 +228,17 @@ def _block_sparse_attention_fwd(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_valid = offs_m < seq_len
     q_rows = offs_m
-    perm_ptr = PERM
-    if HAS_PERM:
-        perm_ptr = PERM + b * stride_pb + h * stride_ph
-        q_rows = tl.load(perm_ptr + offs_m, mask=row_valid, other=0)
+    stride_ks_used = stride_ks
+    stride_vs_used = stride_vs
+    if HAS_PERM:  # noqa: SIM102 (a constexpr guard; the inner test runs on the device)
+        if tl.load(PERMUTED + b * stride_fb + h * stride_fh) != 0:
+            # Q rows through the permutation; K and V from their permuted copies.
+            perm_rows = tl.load(PERM + b * stride_pb + h * stride_ph + offs_m, mask=row_valid)
+            q_rows = perm_rows.to(tl.int32)
+            k_ptr = KP + pid_bh.to(tl.int64) * seq_len * stride_copy_s
+            v_ptr = VP + pid_bh.to(tl.int64) * seq_len * stride_copy_s
+            stride_ks_used = stride_copy_s
+            stride_vs_used = stride_copy_s
     q_ptrs = q_ptr + q_rows[:, None] * stride_qs + tl.arange(0, HEAD_DIM)[None, :]
     q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)
 
@@ -210,14 +252,13 @@ def _block_sparse_attention_fwd(
     if not EVEN_K:
         unmasked = tl.maximum(tiles - BLOCK_K // BLOCK_N, 0)
     acc, l_i, m_i = _attend_tiles(
-        acc, l_i, m_i, q, k_ptr, v_ptr, kv_idx_ptr, perm_ptr, 0, unmasked, seq_len, qk_scale,
-        stride_ks, stride_vs, HEAD_DIM, BLOCK_N, BLOCK_K, False, HAS_PERM, DOT_PRECISION,
+        acc, l_i, m_i, q, k_ptr, v_ptr, kv_idx_ptr, 0, unmasked, seq_len, qk_scale,
+        stride_ks_used, stride_vs_used, HEAD_DIM, BLOCK_N, BLOCK_K, False, DOT_PRECISION,
     )  # fmt: skip
     if not EVEN_K:
         acc, l_i, m_i = _attend_tiles(
-            acc, l_i, m_i, q, k_ptr, v_ptr, kv_idx_ptr, perm_ptr, unmasked, tiles, seq_len,
-            qk_scale, stride_ks, stride_vs, HEAD_DIM, BLOCK_N, BLOCK_K, True, HAS_PERM,
-            DOT_PRECISION,
+            acc, l_i, m_i, q, k_ptr, v_ptr, kv_idx_ptr, unmasked, tiles, seq_len, qk_scale,
+            stride_ks_used, stride_vs_used, HEAD_DIM, BLOCK_N, BLOCK_K, True, DOT_PRECISION,
         )  # fmt: skip
 
     # A row with no key block (l = 0) gets O = 0 and LSE = -inf, as the reference does.
@@ -307,14 +348,27 @@ def launch_block_sparse_attention(
         plan.kv_indices if plan.kv_indices.stride(-1) == 1 else plan.kv_indices.contiguous()
     )
     kv_counts = plan.kv_counts
-    perm = plan.perm
+    perm, permuted, k_perm, v_perm = plan.perm, None, None, None
+    perm_strides = (0, 0, 0, 0)
+    if perm is not None:
+        permuted = plan.permuted
+        if permuted is None:
+            permuted = torch.ones(perm.shape[:2], dtype=torch.bool, device=perm.device)
+        permuted = permuted.view(torch.uint8)
+        k_perm = torch.empty((batch, heads, seq_len, head_dim), dtype=k.dtype, device=k.device)
+        v_perm = torch.empty_like(k_perm)
+        perm_strides = (*_broadcast_strides(perm, 2), *_broadcast_strides(permuted, 2))
+        _permute_kv[(triton.cdiv(seq_len, _PERMUTE_ROWS), batch * heads)](
+            k, v, k_perm, v_perm, perm, permuted,
+            *k.stride()[:3], *v.stride()[:3], *perm_strides, heads, seq_len,
+            HEAD_DIM=head_dim, BLOCK_S=_PERMUTE_ROWS, num_warps=4,
+        )  # fmt: skip
     grid = (triton.cdiv(seq_len, config.block_m), batch * heads)
     _block_sparse_attention_fwd[grid](
-        q, k, v, out, lse, kv_indices, kv_counts, perm,
+        q, k, v, out, lse, kv_indices, kv_counts, perm, permuted, k_perm, v_perm,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
-        *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 3),
-        *(_broadcast_strides(perm, 2) if perm is not None else (0, 0)),
-        heads, seq_len, scale * LOG2E,
+        *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 3), *perm_strides,
+        head_dim, heads, seq_len, scale * LOG2E,
         HEAD_DIM=head_dim,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,

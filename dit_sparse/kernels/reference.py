@@ -149,25 +149,67 @@ def block_attention_mass_reference(
 
     ``mass[b, h, i, j]`` sums ``exp(q k^T * scale - lse)`` over the rows of query block ``i``
     and the keys of key block ``j``, divided by the rows in block ``i``. Rows with LSE ``-inf``
-    add nothing. Scores are materialised one chunk of query blocks at a time.
+    add nothing. ``q`` and ``lse`` may have fewer rows than ``k`` (sampled ones). Scores are
+    materialised one chunk of query blocks at a time.
     """
-    batch, heads, seq_len, head_dim = q.shape
+    batch, heads, q_len, head_dim = q.shape
+    k_len = k.shape[2]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     qc, kc = q.to(compute), k.to(compute)
     lse = lse.to(compute).masked_fill(lse == float("-inf"), float("inf"))
-    nq, nk = -(-seq_len // block_q), -(-seq_len // block_k)
-    key_block = torch.arange(seq_len, device=q.device) // block_k
+    nq, nk = -(-q_len // block_q), -(-k_len // block_k)
+    key_block = torch.arange(k_len, device=q.device) // block_k
     mass = torch.zeros(batch, heads, nq, nk, dtype=compute, device=q.device)
-    rows_per_chunk = max(block_q, _CHUNK_ELEMENTS // max(1, batch * heads * seq_len))
+    rows_per_chunk = max(block_q, _CHUNK_ELEMENTS // max(1, batch * heads * k_len))
     rows_per_chunk -= rows_per_chunk % block_q
-    for start in range(0, seq_len, rows_per_chunk):
-        rows = slice(start, min(seq_len, start + rows_per_chunk))
+    for start in range(0, q_len, rows_per_chunk):
+        rows = slice(start, min(q_len, start + rows_per_chunk))
         weights = torch.exp(qc[:, :, rows] @ kc.transpose(-1, -2) * scale - lse[:, :, rows, None])
         per_key_block = torch.zeros(*weights.shape[:3], nk, dtype=compute, device=q.device)
         per_key_block.index_add_(-1, key_block, weights)
         query_block = torch.arange(rows.start, rows.stop, device=q.device) // block_q
         mass.index_add_(2, query_block, per_key_block)
     rows_in_block = torch.full((nq,), float(block_q), dtype=compute, device=q.device)
-    rows_in_block[-1] = seq_len - (nq - 1) * block_q
+    rows_in_block[-1] = q_len - (nq - 1) * block_q
     return mass / rows_in_block[:, None]
+
+
+def rows_token_masks(
+    token_blocks: torch.Tensor, block_masks: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
+    """bool ``[M, R, S]``: the keys (original order) mask ``i`` keeps for original rows ``rows``.
+
+    ``token_blocks`` ``[M, S]`` is each token's block in mask ``i``'s token order,
+    ``block_masks`` ``[M, nq, nk]`` the masks in those orders.
+    """
+    row_blocks = token_blocks[:, rows]  # [M, R]
+    kinds = torch.arange(block_masks.shape[0], device=rows.device)[:, None]
+    block_rows = block_masks[kinds, row_blocks]  # [M, R, nk]
+    index = token_blocks[:, None, :].expand(-1, rows.numel(), -1)
+    return block_rows.gather(2, index)
+
+
+def masked_row_errors_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rows: torch.Tensor,
+    token_blocks: torch.Tensor,
+    block_masks: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Torch reference of `masked_row_errors`: fp32 ``[B, H, M]`` (fp64 for fp64 q), the mean
+    squared error of the ``rows``' outputs under each mask against their exact outputs.
+
+    One ``[R, S]`` score matrix per head and ``M`` masked copies of it.
+    """
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    qc, kc, vc = (t.to(compute) for t in (q.index_select(2, rows), k, v))
+    probs = torch.softmax((qc * scale) @ kc.transpose(-1, -2), dim=-1)  # [B, H, R, S]
+    exact = probs @ vc
+    masks = rows_token_masks(token_blocks, block_masks, rows)
+    kept = probs.unsqueeze(2) * masks.to(compute)  # [B, H, M, R, S]
+    masked = (kept.flatten(2, 3) @ vc).unflatten(2, (masks.shape[0], rows.numel()))
+    masked = masked / kept.sum(-1).clamp_min(torch.finfo(compute).tiny)[..., None]
+    return (masked - exact.unsqueeze(2)).square().mean((-1, -2))

@@ -7,7 +7,8 @@ each row's log-sum-exp (LSE), barely change across denoising steps, so:
 - steps before ``dense_steps`` run dense (the shared schedule);
 - the first search computes exact attention with its LSE (that step's output is exact) and one
   more pass sums ``exp(q k * scale - LSE)`` per (query block, key block) tile: the block
-  attention mass, from which the plan is chosen;
+  attention mass, from which the plan is chosen (by default estimated from 16 evenly spaced
+  rows of each 64-row query block: ``search_rows``);
 - later searches (``search_steps``) reuse the LSE stored at the previous search and need only
   the mass pass; the new plan then computes that step's output;
 - every other step reuses the layer's plan: no search work at all.
@@ -89,6 +90,11 @@ class AdaSpa(SparseMethod):
         min_density, max_density: optional bounds on each head's share of key blocks per row
             (in coverage mode they bound each row).
         recall_threshold: the recall above which a head counts toward ``n``; default 0.8.
+        search_rows: query rows per block the mass pass reads (evenly spaced, a power of two;
+            None = every row, the paper's exact search). Default 16 of a 64-token block: the
+            pass then costs a quarter, so a search step stays near 1.3 dense passes, and on the
+            shipped ``wan-shapes`` model the plans' coverage drops by 0.5% relative
+            (``benchmarks/search_rows.py``).
         dense_final_steps, dense_layers: the shared schedule (see `SparseMethod`).
 
     Text key blocks (joint-attention models) are always kept, as the attention sink; they count
@@ -107,6 +113,7 @@ class AdaSpa(SparseMethod):
     min_density: float | None = None
     max_density: float | None = None
     recall_threshold: float = 0.8
+    search_rows: int | None = 16
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -152,6 +159,11 @@ class AdaSpa(SparseMethod):
             )
         if not 0.0 < self.recall_threshold < 1.0:
             raise ValueError(f"recall_threshold must be in (0, 1), got {self.recall_threshold}")
+        rows = self.search_rows
+        if rows is not None and (
+            isinstance(rows, bool) or not isinstance(rows, int) or rows < 1 or rows & (rows - 1)
+        ):
+            raise ValueError(f"search_rows must be a power of two or None, got {rows!r}")
 
     # --- schedule ----------------------------------------------------------------------------
 
@@ -223,7 +235,8 @@ class AdaSpa(SparseMethod):
     ) -> tuple[BlockPlan, torch.Tensor]:
         seq_len = layout.seq_len
         block = self.block_for(seq_len)
-        mass = normalize_mass(block_attention_mass(q, k, lse, block, block, scale=scale))
+        rows = None if self.search_rows is None else min(self.search_rows, block)
+        mass = normalize_mass(block_attention_mass(q, k, lse, block, block, scale=scale, rows=rows))
         forced = text_key_blocks(layout, block)
         nk = mass.shape[-1]
         if self.coverage is not None:

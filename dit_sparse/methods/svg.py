@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ..kernels import block_sparse_attention
+from ..kernels import block_sparse_attention, masked_row_errors
 from ..layout import TokenLayout
 from ..utils import warn_once
 from .base import AttentionCall, SparseMethod
@@ -155,21 +155,15 @@ class SparseVideoGen(SparseMethod):
         """fp32 ``[B, H, 2]``: mean squared error of the sampled rows' output under each kind.
 
         ``q, k, v`` are ``[B, H, S, D]``; index the last dimension with `SPATIAL`/`TEMPORAL`.
-        Cost: one ``[R, S]`` score matrix per head, the rows' dense output, and two masked
-        outputs (``R`` = ``num_sampled_rows``); no device sync.
+        On CUDA one split-K Triton pass reads K and V once (`masked_row_errors`); no device
+        sync.
         """
         _check_qkv(q, k, v, layout)
         masks = self.masks(layout, q.device)
         rows = self.sample_rows(layout, q.device, generator)
-        scale = q.shape[-1] ** -0.5 if scale is None else scale
-        # Scaling the few sampled rows is cheaper than scaling the [R, S] scores.
-        probs = torch.softmax((q.index_select(2, rows) * scale) @ k.transpose(-1, -2), dim=-1)
-        exact = (probs @ v).float()  # [B, H, R, D]
-        kept = probs.unsqueeze(2) * masks.token_masks(rows).to(probs.dtype)  # [B, H, 2, R, S]
-        masked = (kept.flatten(2, 3) @ v).unflatten(2, (2, rows.numel())).float()
-        mass = kept.sum(-1, dtype=torch.float32).clamp_min(torch.finfo(torch.float32).tiny)
-        masked = masked / mass[..., None]
-        return (masked - exact.unsqueeze(2)).square().mean((-1, -2))
+        return masked_row_errors(
+            q, k, v, rows, masks.token_blocks, masks.block_masks, scale=scale
+        ).float()
 
     def classify(
         self,

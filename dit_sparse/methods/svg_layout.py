@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels.reference import rows_token_masks
 from ..layout import TokenLayout
 from ..plan import BlockPlan, num_blocks
 
@@ -189,6 +190,7 @@ class SVGMasks:
             self.block,
             self.layout.seq_len,
             perm=self.perms[kinds],
+            permuted=kinds == TEMPORAL,
         )
 
     def density(self, kinds: torch.Tensor) -> torch.Tensor:
@@ -197,11 +199,7 @@ class SVGMasks:
 
     def token_masks(self, rows: torch.Tensor) -> torch.Tensor:
         """bool ``[2, R, S]``: the keys (original order) each kind keeps for original rows ``rows``."""
-        row_blocks = self.token_blocks[:, rows]  # [2, R]
-        kinds = torch.arange(2, device=rows.device)[:, None]
-        block_rows = self.block_masks[kinds, row_blocks]  # [2, R, nk]
-        index = self.token_blocks[:, None, :].expand(-1, rows.numel(), -1)
-        return block_rows.gather(2, index)
+        return rows_token_masks(self.token_blocks, self.block_masks, rows)
 
     def describe(self) -> str:
         spatial, temporal = self.densities.tolist()

@@ -49,6 +49,43 @@ def test_dense_lse_gives_rows_summing_to_one(seq_len, block_q, block_k, dim, dty
     assert (mass.sum(-1) - 1).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize(
+    "seq_len,block_q,rows,block_k",
+    [
+        (333, 64, 16, 32),  # ragged last block: 13 rows, 4 sampled
+        (200, 32, 16, 64),
+        (130, 128, 32, 16),  # one tile splits the sampled rows of a block
+        (70, 64, 16, 64),  # the last block has 6 rows: 2 sampled
+        (100, 16, 1, 16),  # one row per block
+    ],
+)
+def test_sampled_rows_average_the_softmax_of_those_rows(seq_len, block_q, rows, block_k):
+    g = generator()
+    q, k = (torch.randn(1, 3, seq_len, 16, generator=g) for _ in range(2))
+    mass = block_attention_mass(q, k, dense_lse(q, k, 0.3), block_q, block_k, scale=0.3, rows=rows)
+    probs = torch.softmax(q.double() @ k.double().transpose(-1, -2) * 0.3, dim=-1)
+    stride = block_q // rows
+    nk = -(-seq_len // block_k)
+    key_sums = torch.zeros(*probs.shape[:3], nk, dtype=torch.float64)
+    key_sums.index_add_(-1, torch.arange(seq_len) // block_k, probs)
+    expected = torch.stack(
+        [
+            key_sums[:, :, start : start + block_q : stride].mean(2)
+            for start in range(0, seq_len, block_q)
+        ],
+        dim=2,
+    )
+    assert mass.shape == expected.shape
+    assert (mass.double() - expected).abs().max() < 1e-5
+
+
+def test_rows_must_be_a_power_of_two_within_the_block():
+    q = torch.zeros(1, 1, 64, 16)
+    for rows, match in ((24, "rows must be a power of two"), (0, "power of two"), (128, "at most")):
+        with pytest.raises(ValueError, match=match):
+            block_attention_mass(q, q, torch.zeros(1, 1, 64), 64, 64, rows=rows)
+
+
 def test_any_lse_matches_reference_and_minus_inf_rows_add_nothing():
     g = generator()
     q, k = (torch.randn(1, 2, 180, 16, generator=g) for _ in range(2))

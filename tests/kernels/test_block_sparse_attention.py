@@ -1,6 +1,7 @@
 """The Triton block-sparse attention kernel (run by Triton's interpreter) against the float64
 torch reference, on fresh random inputs and plans each run."""
 
+import dataclasses
 import math
 import warnings
 
@@ -99,6 +100,20 @@ def test_perm_is_fused_into_loads_and_stores(plan_batch):
     plan = random_plan(plan_batch, 2, 210, 64, 32, g, perm=True)
     out, lse = run_kernel(q, k, v, plan, 1 / math.sqrt(16))
     assert_matches_reference(q, k, v, plan, 1 / math.sqrt(16), out, lse)
+
+
+def test_heads_not_marked_permuted_are_read_in_place():
+    g = generator()
+    q, k, v = qkv(2, 3, 200, 16, torch.float32, g)
+    plan = random_plan(2, 3, 200, 64, 32, g, perm=True)
+    permuted = torch.tensor([[True, False, True], [False, False, True]])
+    # Unmarked heads carry the identity, as Sparse VideoGen's spatial heads do.
+    perm = torch.where(permuted[..., None], plan.perm, torch.arange(200))
+    plan = dataclasses.replace(plan, perm=perm, permuted=permuted)
+    out, lse = run_kernel(q, k, v, plan, 0.25)
+    assert_matches_reference(q, k, v, plan, 0.25, out, lse)
+    with pytest.raises(ValueError, match=r"permuted must be bool \[B\|1, 3\]"):
+        dataclasses.replace(plan, permuted=permuted[:, :2])
 
 
 def test_token_major_strides_and_out_buffer():

@@ -27,15 +27,19 @@ def exact_lse(q, k, scale=None):
     return torch.logsumexp(q.double() @ k.double().transpose(-1, -2) * scale, -1)
 
 
-def exact_mass(q, k, block, scale=None):
-    """fp64 [B, H, nq, nk]: per query block, mean over its rows of the softmax mass per key block."""
+def exact_mass(q, k, block, scale=None, row_stride=1):
+    """fp64 [B, H, nq, nk]: per query block, mean over its rows (every ``row_stride``-th) of the
+    softmax mass per key block."""
     scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
     probs = torch.softmax(q.double() @ k.double().transpose(-1, -2) * scale, -1)
     blocks = torch.arange(q.shape[2]) // block
     nb = int(blocks[-1]) + 1
     per_key = torch.zeros(*probs.shape[:3], nb, dtype=probs.dtype).index_add_(-1, blocks, probs)
-    sums = torch.zeros(*probs.shape[:2], nb, nb, dtype=probs.dtype).index_add_(2, blocks, per_key)
-    return sums / torch.bincount(blocks).double()[:, None]
+    rows = torch.arange(q.shape[2]) % row_stride == 0
+    per_key, row_blocks = per_key[:, :, rows], blocks[rows]
+    sums = torch.zeros(*probs.shape[:2], nb, nb, dtype=probs.dtype)
+    sums.index_add_(2, row_blocks, per_key)
+    return sums / torch.bincount(row_blocks).double()[:, None]
 
 
 def structured_qkv(heads, seq_len, block, sharpness, dim=32, seed=0):
@@ -89,6 +93,7 @@ def test_defaults_and_validation():
         ({"search_steps": (-2,)}, ">= 0"),
         ({"block_size": 48}, "power of two"),
         ({"block_size": 8}, "power of two"),
+        ({"search_rows": 12}, "search_rows must be a power of two or None"),
         ({"min_density": 0.5, "max_density": 0.2}, "above max_density"),
         ({"max_density": 0.0}, r"\(0, 1\]"),
         ({"recall_threshold": 1.0}, r"\(0, 1\)"),
@@ -124,9 +129,11 @@ def test_block_shrinks_for_short_sequences():
 def test_coverage_keeps_the_fewest_blocks_reaching_the_target():
     layout = TokenLayout(5, 8, 8)  # 320 tokens, 10 blocks of 32
     q, k, v = structured_qkv(4, 320, 32, sharpness=[2.0, 1.0, 0.5, 0.1])
-    for target in (0.5, 0.9):
-        plan, coverage = AdaSpa(coverage=target, block_size=32).search(q, k, v, layout)
-        mass = exact_mass(q, k, 32)
+    for target, rows in ((0.5, None), (0.9, None), (0.9, 8)):
+        method = AdaSpa(coverage=target, block_size=32, search_rows=rows)
+        plan, coverage = method.search(q, k, v, layout)
+        # With search_rows, the mass (and so the choice) comes from every 4th row of a block.
+        mass = exact_mass(q, k, 32, row_stride=32 // (rows or 32))
         counts = plan.kv_counts.long()
         # The fewest: the top-c blocks by exact mass reach the target only for c >= counts.
         cum = mass.sort(-1, descending=True).values.cumsum(-1)

@@ -133,20 +133,19 @@ def test_sampled_errors_compare_masked_softmax_outputs_with_exact_ones():
     method = SparseVideoGen(density=0.3, block_size=16, num_sampled_rows=8)
     masks = method.masks(layout)
     g = torch.Generator().manual_seed(2)
-    q, k, v = (
-        torch.randn(2, 3, layout.seq_len, 16, generator=g, dtype=torch.float64) for _ in range(3)
-    )
+    q, k, v = (torch.randn(2, 3, layout.seq_len, 16, generator=g) for _ in range(3))
     errors = method.sampled_errors(
         q, k, v, layout, scale=0.3, generator=torch.Generator().manual_seed(5)
     )
     rows = method.sample_rows(layout, "cpu", torch.Generator().manual_seed(5))
+    q, k, v = q.double(), k.double(), v.double()
     scores = 0.3 * q[:, :, rows] @ k.transpose(-1, -2)
     exact = scores.softmax(-1) @ v
     for kind in (SPATIAL, TEMPORAL):
         keep = expected_token_mask(layout, kind, masks.block, masks.band)[rows]
         masked = scores.masked_fill(~keep, float("-inf")).softmax(-1) @ v
         expected = (masked - exact).square().mean((-1, -2))
-        assert torch.allclose(errors[..., kind], expected.float(), rtol=1e-5, atol=1e-8)
+        assert torch.allclose(errors[..., kind], expected.float(), rtol=1e-4, atol=1e-7)
     assert (errors > 0).all()
 
 

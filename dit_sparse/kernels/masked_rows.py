@@ -1,0 +1,235 @@
+"""Errors of two block masks on a few query rows, against exact attention, in one Triton pass.
+
+Sparse VideoGen's profiling: for a handful of sampled rows, the exact attention output and the
+outputs under two block masks (each mask in its own token order), compared by mean squared
+error. With so few rows a head's work is tiny next to reading its keys and values, so the keys
+are split over many programs (split-K): each runs one online softmax (one running max) with
+three sums and accumulators (all keys, mask 0, mask 1) over its share of the keys and writes
+that partial state; a small torch step merges the partials. K and V are read once, in one
+launch, however many heads and rows there are.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._runtime import (
+    INTERPRETED,
+    LOG2E,
+    check_qkv,
+    resolve_scale,
+    tl,
+    triton,
+    triton_runs_on,
+    warn_fallback,
+)
+from .reference import masked_row_errors_reference
+
+# Keys per inner step, and the rows one program holds: three fp32 accumulators of
+# [rows, head_dim] must fit the registers of 8 warps.
+_BLOCK_N = 64
+_GPU_ROW_TILE = {16: 64, 32: 64, 64: 64, 128: 64, 256: 32}
+_INTERPRETER_ROW_TILE = 32
+
+
+@triton.jit
+def _masked_rows_partial(
+    Q,
+    K,
+    V,
+    ROWS,
+    TOKEN_BLOCKS,
+    BLOCK_MASKS,
+    WS_M,
+    WS_L,
+    WS_ACC,
+    stride_qb,
+    stride_qh,
+    stride_qs,
+    stride_kb,
+    stride_kh,
+    stride_ks,
+    stride_vb,
+    stride_vh,
+    stride_vs,
+    heads,
+    seq_len,
+    num_rows,
+    padded_rows,
+    keys_per_split,
+    splits,
+    num_q_blocks,
+    num_k_blocks,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    ROW_TILE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    split = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    row_tile = tl.program_id(2)
+    b = (pid_bh // heads).to(tl.int64)
+    h = (pid_bh % heads).to(tl.int64)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_r = row_tile * ROW_TILE + tl.arange(0, ROW_TILE)
+    row_valid = offs_r < num_rows
+    rows = tl.load(ROWS + offs_r, mask=row_valid, other=0)
+    q_ptrs = Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qs + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)
+    # Each row's block in either mask's token order picks its row of that block mask.
+    mask_area = num_q_blocks * num_k_blocks
+    mask0_rows = BLOCK_MASKS + tl.load(TOKEN_BLOCKS + rows) * num_k_blocks
+    mask1_rows = BLOCK_MASKS + mask_area + tl.load(TOKEN_BLOCKS + seq_len + rows) * num_k_blocks
+
+    m_i = tl.full([ROW_TILE], float("-inf"), tl.float32)
+    l_all = tl.zeros([ROW_TILE], tl.float32)
+    l_0 = tl.zeros([ROW_TILE], tl.float32)
+    l_1 = tl.zeros([ROW_TILE], tl.float32)
+    acc_all = tl.zeros([ROW_TILE, HEAD_DIM], tl.float32)
+    acc_0 = tl.zeros([ROW_TILE, HEAD_DIM], tl.float32)
+    acc_1 = tl.zeros([ROW_TILE, HEAD_DIM], tl.float32)
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    start = split * keys_per_split
+    end = tl.minimum(seq_len, start + keys_per_split)
+    for n0 in tl.range(start, end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        valid = offs_n < end
+        k = tl.load(
+            k_base + offs_n[:, None] * stride_ks + offs_d[None, :], mask=valid[:, None], other=0.0
+        )
+        v = tl.load(
+            v_base + offs_n[:, None] * stride_vs + offs_d[None, :], mask=valid[:, None], other=0.0
+        )
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        qk = tl.where(valid[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(qk - m_new[:, None])
+        key_block0 = tl.load(TOKEN_BLOCKS + offs_n, mask=valid, other=0)
+        key_block1 = tl.load(TOKEN_BLOCKS + seq_len + offs_n, mask=valid, other=0)
+        keep0 = tl.load(mask0_rows[:, None] + key_block0[None, :]) != 0
+        keep1 = tl.load(mask1_rows[:, None] + key_block1[None, :]) != 0
+        p0 = tl.where(keep0, p, 0.0)
+        p1 = tl.where(keep1, p, 0.0)
+        l_all = l_all * alpha + tl.sum(p, 1)
+        l_0 = l_0 * alpha + tl.sum(p0, 1)
+        l_1 = l_1 * alpha + tl.sum(p1, 1)
+        acc_all = tl.dot(p.to(v.dtype), v, acc_all * alpha[:, None], input_precision=DOT_PRECISION)
+        acc_0 = tl.dot(p0.to(v.dtype), v, acc_0 * alpha[:, None], input_precision=DOT_PRECISION)
+        acc_1 = tl.dot(p1.to(v.dtype), v, acc_1 * alpha[:, None], input_precision=DOT_PRECISION)
+        m_i = m_new
+
+    # Workspace: m [BH, splits, R], l [BH, splits, 3, R], acc [BH, splits, 3, R, D].
+    slot = pid_bh.to(tl.int64) * splits + split
+    offs_w = tl.arange(0, ROW_TILE) + row_tile * ROW_TILE
+    tl.store(WS_M + slot * padded_rows + offs_w, m_i)
+    l_ptr = WS_L + slot * 3 * padded_rows + offs_w
+    tl.store(l_ptr, l_all)
+    tl.store(l_ptr + padded_rows, l_0)
+    tl.store(l_ptr + 2 * padded_rows, l_1)
+    acc_ptr = WS_ACC + slot * 3 * padded_rows * HEAD_DIM + offs_w[:, None] * HEAD_DIM + offs_d
+    tl.store(acc_ptr, acc_all)
+    tl.store(acc_ptr + padded_rows * HEAD_DIM, acc_0)
+    tl.store(acc_ptr + 2 * padded_rows * HEAD_DIM, acc_1)
+
+
+def masked_row_errors(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rows: torch.Tensor,
+    token_blocks: torch.Tensor,
+    block_masks: torch.Tensor,
+    *,
+    scale: float | None = None,
+    splits: int | None = None,
+) -> torch.Tensor:
+    """Mean squared error of the ``rows``' attention outputs under two block masks.
+
+    Args:
+        q, k, v: ``[B, H, S, D]``, fp16/bf16 (fp32 accepted), one device.
+        rows: int64 ``[R]``, the query rows (original token order) to profile.
+        token_blocks: int64 ``[2, S]``: the block of each token in mask ``i``'s token order.
+        block_masks: bool ``[2, nq, nk]``: mask ``i``, in its token order.
+        scale: score scale, default ``1 / sqrt(D)``.
+        splits: programs sharing one head's keys (default: enough to fill the GPU).
+
+    Returns:
+        fp32 ``[B, H, 2]``: for mask ``i``, the mean over rows and channels of the squared
+        difference between the rows' output under that mask (softmax renormalised over the
+        kept keys) and their exact output.
+
+    On CUDA one split-K Triton pass and a small torch merge; elsewhere the torch reference.
+    """
+    check_qkv(q=q, k=k, v=v)
+    scale = resolve_scale(scale, q.shape[-1])
+    _check_masks(q, rows, token_blocks, block_masks)
+    if not triton_runs_on(q.device):
+        warn_fallback("masked_row_errors", q.device)
+        return masked_row_errors_reference(q, k, v, rows, token_blocks, block_masks, scale)
+    if INTERPRETED and q.dtype == torch.bfloat16:
+        # The interpreter's bf16 dot is wrong (numpy has no bf16): compute in fp32 there.
+        q, k, v = q.float(), k.float(), v.float()
+    batch, heads, seq_len, head_dim = q.shape
+    row_tile = _INTERPRETER_ROW_TILE if q.device.type == "cpu" else _GPU_ROW_TILE[head_dim]
+    row_tiles = triton.cdiv(rows.numel(), row_tile)
+    padded = row_tiles * row_tile
+    if splits is None:
+        programs = (
+            2 * torch.cuda.get_device_properties(q.device).multi_processor_count
+            if q.device.type == "cuda"
+            else 2
+        )
+        splits = max(1, triton.cdiv(programs, batch * heads * row_tiles))
+    keys_per_split = triton.cdiv(triton.cdiv(seq_len, splits), _BLOCK_N) * _BLOCK_N
+    splits = triton.cdiv(seq_len, keys_per_split)
+    slots = batch * heads * splits
+    ws_m = torch.empty(slots, padded, dtype=torch.float32, device=q.device)
+    ws_l = torch.empty(slots, 3, padded, dtype=torch.float32, device=q.device)
+    ws_acc = torch.empty(slots, 3, padded, head_dim, dtype=torch.float32, device=q.device)
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    _masked_rows_partial[(splits, batch * heads, row_tiles)](
+        q, k, v, rows.contiguous(), token_blocks.contiguous(),
+        block_masks.contiguous().view(torch.uint8), ws_m, ws_l, ws_acc,
+        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+        heads, seq_len, rows.numel(), padded, keys_per_split, splits,
+        block_masks.shape[1], block_masks.shape[2], scale * LOG2E,
+        HEAD_DIM=head_dim,
+        ROW_TILE=row_tile,
+        BLOCK_N=_BLOCK_N,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=8 if q.device.type == "cuda" else 4,
+        num_stages=2,
+    )  # fmt: skip
+    # Merge the splits' partial softmaxes: rescale each to the common max, then sum.
+    m = ws_m.view(batch * heads, splits, padded)
+    weight = torch.exp2(m - m.amax(1, keepdim=True))  # [BH, splits, R]
+    total = (ws_l.view(batch * heads, splits, 3, padded) * weight[:, :, None]).sum(1)
+    acc = ws_acc.view(batch * heads, splits, 3, padded, head_dim)
+    acc = (acc * weight[:, :, None, :, None]).sum(1)  # [BH, 3, R, D]
+    out = acc / total.clamp_min(torch.finfo(torch.float32).tiny)[..., None]
+    error = (out[:, 1:] - out[:, :1]).square()[:, :, : rows.numel()].mean((-1, -2))
+    return error.view(batch, heads, 2)
+
+
+def _check_masks(
+    q: torch.Tensor, rows: torch.Tensor, token_blocks: torch.Tensor, block_masks: torch.Tensor
+) -> None:
+    seq_len = q.shape[2]
+    if rows.dim() != 1 or rows.numel() == 0 or rows.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"rows must be a non-empty int [R] tensor, got {rows.dtype} {rows.shape}")
+    if token_blocks.shape != (2, seq_len) or token_blocks.dtype not in (torch.int32, torch.int64):
+        raise ValueError(
+            f"token_blocks must be int [2, S] = [2, {seq_len}], got "
+            f"{token_blocks.dtype} {tuple(token_blocks.shape)}"
+        )
+    if block_masks.dim() != 3 or block_masks.shape[0] != 2 or block_masks.dtype != torch.bool:
+        raise ValueError(
+            f"block_masks must be bool [2, nq, nk], got {block_masks.dtype} "
+            f"{tuple(block_masks.shape)}"
+        )
+    for name, t in (("rows", rows), ("token_blocks", token_blocks), ("block_masks", block_masks)):
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device} but q is on {q.device}")
