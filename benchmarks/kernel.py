@@ -6,16 +6,18 @@
 
 One run writes ``results/kernel-<gpu>.json`` with:
 
-- ``checks``: bf16 and fp16 error of the kernel (O and LSE; a perm plan; token-major strides)
-  against the float64 torch reference on a ragged shape, next to the error of SDPA with the
-  same boolean mask; block-mass and `dense_attention_with_lse` LSE errors.
+- ``checks``: bf16 and fp16 error of the kernel (O and LSE; perm plans with every head or
+  every other head permuted; token-major strides) against the float64 torch reference on a
+  ragged shape, next to the error of SDPA with the same boolean mask; SVG's profiling kernel
+  (`masked_row_errors`); block-mass and `dense_attention_with_lse` LSE errors.
 - ``sweep``: B = 1, H in {12, 40}, S in {32760, 75600} (Wan 2.1 480p and 720p), D = 128, bf16,
   block plans of density 1, 1/2, ..., 1/16 (128 x 128 blocks, the same number of random key
   blocks in every row, the diagonal always kept): the kernel, FlexAttention compiled on the same
   mask (`BlockPlan.to_flex_block_mask`) and cuDNN dense SDPA, with raw ms, effective TFLOP/s
   (computed blocks only), speedup over cuDNN dense and time ratio Flex / kernel.
-- ``extras``: a perm plan against the same plan without perm; `block_attention_mass` against
-  one dense pass; `dense_attention_with_lse` against cuDNN SDPA without LSE.
+- ``extras``: perm plans (every head, or every other head, permuted) against the same plan
+  without perm; `block_attention_mass` (exact at two block sizes, and from 8 of 64 rows)
+  against one dense pass; `dense_attention_with_lse` against cuDNN SDPA without LSE.
 
 Times are `triton.testing.do_bench` medians (its L2 flush between calls included); every
 input is far larger than the L2 cache, so inputs are not rotated.
@@ -24,6 +26,7 @@ input is far larger than the L2 cache, so inputs are not rotated.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -37,11 +40,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dit_sparse import SparseVideoGen
 from dit_sparse.kernels import (
     block_attention_mass,
     block_sparse_attention,
     block_sparse_attention_reference,
     dense_attention_with_lse,
+    masked_row_errors,
 )
 from dit_sparse.kernels._runtime import KernelConfig
 from dit_sparse.kernels.block_mass import launch_block_attention_mass
@@ -49,7 +54,12 @@ from dit_sparse.kernels.block_sparse_attention import (
     default_config,
     launch_block_sparse_attention,
 )
-from dit_sparse.kernels.reference import block_attention_mass_reference, token_mask_rows
+from dit_sparse.kernels.reference import (
+    block_attention_mass_reference,
+    masked_row_errors_reference,
+    token_mask_rows,
+)
+from dit_sparse.layout import TokenLayout
 from dit_sparse.plan import BlockPlan
 from dit_sparse.quality.environment import device_slug, environment
 
@@ -142,17 +152,25 @@ def random_qkv(heads: int, seq_len: int, head_dim: int, dtype, device, token_maj
 
 def random_plan(heads: int, seq_len: int, block: int, density: float, device, perm=False):
     """Every query block keeps ``round(density * nk)`` key blocks (at least 1): its diagonal
-    block and others at random, different per head."""
+    block and others at random, different per head. ``perm``: a random permutation per head
+    (True), or ``"half"``: for every other head, the rest in place (as SVG's spatial heads)."""
     n = -(-seq_len // block)
     keep = max(1, round(density * n))
     scores = torch.rand(1, heads, n, n, device=device)
     scores.diagonal(dim1=-2, dim2=-1).fill_(2.0)
     chosen = scores.topk(keep, dim=-1).indices
     mask = torch.zeros(1, heads, n, n, dtype=torch.bool, device=device).scatter_(-1, chosen, True)
-    permutation = None
-    if perm:
-        permutation = torch.argsort(torch.rand(1, heads, seq_len, device=device), dim=-1)
-    return BlockPlan.from_block_mask(mask, block, block, seq_len, perm=permutation)
+    plan = BlockPlan.from_block_mask(mask, block, block, seq_len)
+    if not perm:
+        return plan
+    permutation = torch.argsort(torch.rand(1, heads, seq_len, device=device), dim=-1)
+    permuted = None
+    if perm == "half":
+        permuted = (torch.arange(heads, device=device) % 2 == 0)[None]
+        permutation = torch.where(
+            permuted[..., None], permutation, torch.arange(seq_len, device=device)
+        )
+    return dataclasses.replace(plan, perm=permutation, permuted=permuted)
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -231,16 +249,18 @@ def checks(device, sizes) -> dict[str, Any]:
         out, lse = block_sparse_attention(q, k, v, plan, return_lse=True)
         mask = token_mask_rows(plan, slice(0, seq_len), 1)
         sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        perm_plan = random_plan(heads, seq_len, block, 0.25, device, perm=True)
-        perm_ref = block_sparse_attention_reference(q.double(), k.double(), v.double(), perm_plan)
-        perm_out = block_sparse_attention(q, k, v, perm_plan)
         result[name] = {
             "out_rel_error": rel_error(out, ref),
             "sdpa_bool_mask_rel_error": rel_error(sdpa, ref),
             "lse_max_abs_error": (lse.double() - ref_lse).abs().max().item(),
-            "perm_out_rel_error": rel_error(perm_out, perm_ref),
-            "output_finite": bool(torch.isfinite(out).all() and torch.isfinite(perm_out).all()),
+            "output_finite": bool(torch.isfinite(out).all()),
         }
+        for heads_permuted in ("all", "half"):
+            perm_plan = random_plan(heads, seq_len, block, 0.25, device, perm=heads_permuted)
+            perm_ref = block_sparse_attention_reference(*(t.double() for t in (q, k, v)), perm_plan)
+            perm_out = block_sparse_attention(q, k, v, perm_plan)
+            result[name][f"perm_{heads_permuted}_out_rel_error"] = rel_error(perm_out, perm_ref)
+        result[name]["masked_row_errors_rel_error"] = check_masked_rows(q, k, v, seq_len)
         print(f"check {name}: {result[name]}", flush=True)
     q, k, v = random_qkv(heads, seq_len, head_dim, dtypes[0], device)
     dense_ref, dense_ref_lse = block_sparse_attention_reference(
@@ -267,6 +287,22 @@ def checks(device, sizes) -> dict[str, Any]:
     if device.type == "cuda":
         result["head_dims"] = {d: guarded(check_head_dim, d, device) for d in (16, 32, 64, 256)}
     return result
+
+
+def check_masked_rows(q, k, v, seq_len: int) -> float:
+    """Relative error of SVG's profiling kernel against its float64 reference, on the masks
+    SVG builds for ``seq_len`` tokens: 4 frames of 8 rows, text for the rest."""
+    width = seq_len // 32
+    layout = TokenLayout(4, 8, width, text_len=seq_len - 32 * width)
+    method = SparseVideoGen()
+    masks = method.masks(layout, q.device)
+    rows = method.sample_rows(layout, q.device, None)
+    args = (rows, masks.token_blocks, masks.block_masks)
+    errors = masked_row_errors(q, k, v, *args)
+    reference = masked_row_errors_reference(
+        *(t.double() for t in (q, k, v)), *args, q.shape[-1] ** -0.5
+    )
+    return rel_error(errors, reference)
 
 
 def check_head_dim(head_dim: int, device) -> dict[str, float]:
@@ -334,19 +370,21 @@ def extras(device, sizes) -> dict[str, Any]:
     q, k, v = random_qkv(heads, seq_len, head_dim, dtype, device)
     result: dict[str, Any] = {"heads": heads, "seq_len": seq_len}
     perm_rows = []
-    for density in (1.0, 1 / 8):
-        plan = random_plan(heads, seq_len, block, density, device, perm=True)
-        plain = BlockPlan(plan.kv_indices, plan.kv_counts, block, block, seq_len)
-        plain_ms = bench(partial(block_sparse_attention, q, k, v, plain), device)
-        perm_ms = bench(partial(block_sparse_attention, q, k, v, plan), device)
-        perm_rows.append(
-            {
-                "density": density,
-                "plain_ms": plain_ms,
-                "perm_ms": perm_ms,
-                "perm_over_plain": perm_ms / plain_ms,
-            }
-        )
+    for density in (1.0, 1 / 4, 1 / 8):
+        for heads_permuted in ("all", "half"):
+            plan = random_plan(heads, seq_len, block, density, device, perm=heads_permuted)
+            plain = BlockPlan(plan.kv_indices, plan.kv_counts, block, block, seq_len)
+            plain_ms = bench(partial(block_sparse_attention, q, k, v, plain), device)
+            perm_ms = bench(partial(block_sparse_attention, q, k, v, plan), device)
+            perm_rows.append(
+                {
+                    "density": density,
+                    "heads_permuted": heads_permuted,
+                    "plain_ms": plain_ms,
+                    "perm_ms": perm_ms,
+                    "perm_over_plain": perm_ms / plain_ms,
+                }
+            )
     result["perm"] = perm_rows
     dense = dense_sdpa(device)
     cudnn_ms = bench(partial(dense, q, k, v), device)
@@ -356,11 +394,13 @@ def extras(device, sizes) -> dict[str, Any]:
     with_lse_ms = bench(partial(dense_attention_with_lse, q, k, v), device)
     _, lse = dense_attention_with_lse(q, k, v)
     mass_rows = []
-    for mass_block in (block, block // 2):
-        mass_ms = bench(partial(block_attention_mass, q, k, lse, mass_block, mass_block), device)
+    for mass_block, rows in ((block, None), (block // 2, None), (block // 2, block // 8)):
+        mass = partial(block_attention_mass, q, k, lse, mass_block, mass_block, rows=rows)
+        mass_ms = bench(mass, device)
         mass_rows.append(
             {
                 "block": mass_block,
+                "rows": rows or mass_block,
                 "mass_ms": mass_ms,
                 "mass_over_dense_with_lse": mass_ms / with_lse_ms,
                 "mass_over_cudnn_dense": mass_ms / cudnn_ms,
