@@ -93,7 +93,7 @@ class AdaSpa(SparseMethod):
         search_rows: query rows per block the mass pass reads (evenly spaced, a power of two;
             None = every row, the paper's exact search). Default 16 of a 64-token block: the
             pass then costs a quarter, so a search step stays near 1.3 dense passes, and on the
-            shipped ``wan-shapes`` model the plans' coverage drops by 0.5% relative
+            shipped ``wan-shapes`` model the plans' coverage drops by 0.6% relative
             (``benchmarks/search_rows.py``).
         dense_final_steps, dense_layers: the shared schedule (see `SparseMethod`).
 
