@@ -337,7 +337,9 @@ def train(args: argparse.Namespace) -> None:
         # An explicit --config replaces the recorded one (e.g. a longer schedule); the data,
         # model and autoencoder settings must stay those the checkpoint was trained with.
         config = json.loads(Path(args.config).read_text()) if args.config else record["config"]
-        for part in ("transformer", "autoencoder", "data", "scheduler_shift", "seed"):
+        # A run from --weights (a fine-tune, fresh optimizer) may change the data.
+        fixed = ("transformer", "autoencoder", "scheduler_shift", "seed")
+        for part in fixed if args.weights else (*fixed, "data"):
             if config[part] != record["config"][part]:
                 raise SystemExit(f"--config changes {part!r}, which a resumed run cannot")
         record["config"] = config
@@ -383,6 +385,8 @@ def train(args: argparse.Namespace) -> None:
     if args.weights:
         # A fresh optimizer warms up again from here.
         run["weights_from"], warmup_from = args.weights, step
+    if args.note:
+        run["note"] = args.note
     record["runs"].append(run)
     prior_seconds = sum(r.get("train_seconds", 0.0) for r in record["runs"][:-1])
     prior_clips = sum(r.get("clips", 0) for r in record["runs"][:-1])
@@ -466,6 +470,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--weights", help="with --resume: start from this model directory, fresh optimizer"
     )
+    parser.add_argument("--note", help="recorded with the run (e.g. what changed)")
     parser.add_argument("--until-step", type=int, default=None, help="stop at this step")
     parser.add_argument(
         "--train-seconds", type=float, default=math.inf, help="stop training after this long"

@@ -7,8 +7,7 @@ each row's log-sum-exp (LSE), barely change across denoising steps, so:
 - steps before ``dense_steps`` run dense (the shared schedule);
 - the first search computes exact attention with its LSE (that step's output is exact) and one
   more pass sums ``exp(q k * scale - LSE)`` per (query block, key block) tile: the block
-  attention mass, from which the plan is chosen (by default estimated from 16 evenly spaced
-  rows of each 64-row query block: ``search_rows``);
+  attention mass, from which the plan is chosen (``search_rows`` estimates it from fewer rows);
 - later searches (``search_steps``) reuse the LSE stored at the previous search and need only
   the mass pass; the new plan then computes that step's output;
 - every other step reuses the layer's plan: no search work at all.
@@ -90,11 +89,13 @@ class AdaSpa(SparseMethod):
         min_density, max_density: optional bounds on each head's share of key blocks per row
             (in coverage mode they bound each row).
         recall_threshold: the recall above which a head counts toward ``n``; default 0.8.
-        search_rows: query rows per block the mass pass reads (evenly spaced, a power of two;
-            None = every row, the paper's exact search). Default 16 of a 64-token block: the
-            pass then costs a quarter, so a search step stays near 1.3 dense passes, and on the
-            shipped ``wan-shapes`` model the plans' coverage drops by 0.6% relative
-            (``benchmarks/search_rows.py``).
+        search_rows: estimate the block mass from this many evenly spaced rows of every query
+            block (a power of two) instead of all of them (None, the default: the paper's exact
+            search). 16 of a 64-token block makes the mass pass a quarter as costly, a search
+            step about 1.35x a dense one instead of about 1.9x (H100, Wan 480p); on the trained
+            ``wan-shapes`` model the chosen plans keep 0.6% less of the attention mass and the
+            videos drift further from dense (PSNR 22.7 against 24.4 dB over 4 prompts;
+            ``benchmarks/search_rows.py``, ``bench-wan-shapes-search-rows-16``).
         dense_final_steps, dense_layers: the shared schedule (see `SparseMethod`).
 
     Text key blocks (joint-attention models) are always kept, as the attention sink; they count
@@ -113,7 +114,7 @@ class AdaSpa(SparseMethod):
     min_density: float | None = None
     max_density: float | None = None
     recall_threshold: float = 0.8
-    search_rows: int | None = 16
+    search_rows: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
