@@ -16,7 +16,7 @@ One run writes ``results/kernel-<gpu>.json`` with:
   mask (`BlockPlan.to_flex_block_mask`) and cuDNN dense SDPA, with raw ms, effective TFLOP/s
   (computed blocks only), speedup over cuDNN dense and time ratio Flex / kernel.
 - ``extras``: perm plans (every head, or every other head, permuted) against the same plan
-  without perm; `block_attention_mass` (exact at two block sizes, and from 8 of 64 rows)
+  without perm; `block_attention_mass` (exact at two block sizes, and from 16 of 64 rows)
   against one dense pass; `dense_attention_with_lse` against cuDNN SDPA without LSE.
 
 Times are `triton.testing.do_bench` medians (its L2 flush between calls included); every

@@ -25,7 +25,8 @@ class BlockPlan:
     token order: position ``p`` of head ``h`` holds original token ``perm[b, h, p]``. Sparse
     VideoGen uses it to make temporal heads block-dense. The output is always returned in the
     original order. ``permuted`` (optional, bool ``[B|1, H]``) marks the heads whose ``perm``
-    is not the identity; the kernel then reads the others in place (default: every head).
+    is not the identity; the kernel then reads the others in place (default: every head), so
+    an unmarked head's ``perm`` must be the identity (the torch reference applies every perm).
     """
 
     kv_indices: torch.Tensor

@@ -381,7 +381,11 @@ def train(args: argparse.Namespace) -> None:
         "command": " ".join(args.argv),
         "optimizer": config["optimizer"],
     }
-    warmup_from = 0
+    # A fresh optimizer (--weights) warms up from its first step; a plain resume of such a run
+    # keeps that start.
+    warmup_from = next(
+        (r["start_step"] for r in reversed(record["runs"]) if "weights_from" in r), 0
+    )
     if args.weights:
         # A fresh optimizer warms up again from here.
         run["weights_from"], warmup_from = args.weights, step

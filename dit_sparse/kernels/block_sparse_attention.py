@@ -8,7 +8,8 @@ tail of the sequence (blocks are listed in ascending order), so only that block 
 With ``plan.perm``, the K and V of permuted heads are first gathered into permuted copies (one
 pass that skips the heads ``plan.permuted`` leaves in place), so every key tile still loads
 from consecutive rows; Q rows are gathered through the permutation as they are loaded and O
-and LSE scattered back as they are stored.
+and LSE scattered back as they are stored. The copies are full ``[B, H, S, D]`` buffers (the
+heads left in place are not written), allocated per call.
 """
 
 from __future__ import annotations
@@ -412,6 +413,10 @@ def _check_inputs(
         raise ValueError(f"plan.perm batch dim must be 1 or {batch}, got {plan.perm.shape[0]}")
     check_block("plan.block_q", plan.block_q)
     check_block("plan.block_k", plan.block_k)
+    if plan.permuted is not None and plan.permuted.device != q.device:
+        raise ValueError(
+            f"plan is on {plan.permuted.device} but q is on {q.device}: use plan.to(device)"
+        )
     plan_tensors = [plan.kv_indices, plan.kv_counts] + (
         [plan.perm] if plan.perm is not None else []
     )

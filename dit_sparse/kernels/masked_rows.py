@@ -5,8 +5,8 @@ outputs under two block masks (each mask in its own token order), compared by me
 error. With so few rows a head's work is tiny next to reading its keys and values, so the keys
 are split over many programs (split-K): each runs one online softmax (one running max) with
 three sums and accumulators (all keys, mask 0, mask 1) over its share of the keys and writes
-that partial state; a small torch step merges the partials. K and V are read once, in one
-launch, however many heads and rows there are.
+that partial state; a small torch step merges the partials. K and V are read once per tile of
+rows (once for SVG's 64 rows up to head dim 128), in one launch.
 """
 
 from __future__ import annotations
@@ -194,7 +194,8 @@ def masked_row_errors(
 
     Args:
         q, k, v: ``[B, H, S, D]``, fp16/bf16 (fp32 accepted), one device.
-        rows: int64 ``[R]``, the query rows (original token order) to profile.
+        rows: int64 ``[R]``, the query rows (original token order) to profile; on the GPU
+            they are not bounds-checked (that would cost a device sync per call).
         token_blocks: int64 ``[2, S]``: the block of each token in mask ``i``'s token order.
         block_masks: bool ``[2, nq, nk]``: mask ``i``, in its token order.
         scale: score scale, default ``1 / sqrt(D)``.
@@ -209,7 +210,7 @@ def masked_row_errors(
     """
     check_qkv(q=q, k=k, v=v)
     scale = resolve_scale(scale, q.shape[-1])
-    _check_masks(q, rows, token_blocks, block_masks)
+    _check_masks(q, rows, token_blocks, block_masks, splits)
     if not triton_runs_on(q.device):
         warn_fallback("masked_row_errors", q.device)
         return masked_row_errors_reference(q, k, v, rows, token_blocks, block_masks, scale)
@@ -260,9 +261,17 @@ def masked_row_errors(
 
 
 def _check_masks(
-    q: torch.Tensor, rows: torch.Tensor, token_blocks: torch.Tensor, block_masks: torch.Tensor
+    q: torch.Tensor,
+    rows: torch.Tensor,
+    token_blocks: torch.Tensor,
+    block_masks: torch.Tensor,
+    splits: int | None,
 ) -> None:
     seq_len = q.shape[2]
+    if splits is not None and (
+        isinstance(splits, bool) or not isinstance(splits, int) or splits < 1
+    ):
+        raise ValueError(f"splits must be a positive int or None, got {splits!r}")
     if rows.dim() != 1 or rows.numel() == 0 or rows.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"rows must be a non-empty int [R] tensor, got {rows.dtype} {rows.shape}")
     if token_blocks.shape != (2, seq_len) or token_blocks.dtype not in (torch.int32, torch.int64):

@@ -8,7 +8,7 @@ position in every frame). At every sparse step and layer:
 
 1. ``num_sampled_rows`` query rows, spread over the whole video (one per stratum, random
    within it), get their exact attention output and their outputs under the spatial and the
-   temporal mask: small dense matmuls of those rows against all keys;
+   temporal mask: one split-K Triton pass over the keys (`masked_row_errors`);
 2. each (batch element, head) takes the kind whose output is closer (mean squared error);
 3. one block-sparse kernel call computes every head; temporal heads read their tokens through
    the plan's permutation (`svg_layout.temporal_permutation`), which turns their stripes into

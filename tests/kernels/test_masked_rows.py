@@ -59,3 +59,5 @@ def test_bad_masks_raise_with_what_is_accepted():
         masked_row_errors(q, q, q, rows, blocks, masks.long())
     with pytest.raises(ValueError, match="rows must be a non-empty int"):
         masked_row_errors(q, q, q, rows[:0], blocks, masks)
+    with pytest.raises(ValueError, match="splits must be a positive int"):
+        masked_row_errors(q, q, q, rows, blocks, masks, splits=0)
