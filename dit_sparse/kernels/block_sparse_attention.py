@@ -413,17 +413,12 @@ def _check_inputs(
         raise ValueError(f"plan.perm batch dim must be 1 or {batch}, got {plan.perm.shape[0]}")
     check_block("plan.block_q", plan.block_q)
     check_block("plan.block_k", plan.block_k)
-    if plan.permuted is not None and plan.permuted.device != q.device:
-        raise ValueError(
-            f"plan is on {plan.permuted.device} but q is on {q.device}: use plan.to(device)"
-        )
-    plan_tensors = [plan.kv_indices, plan.kv_counts] + (
-        [plan.perm] if plan.perm is not None else []
-    )
-    for t in plan_tensors:
+    plan_tensors = [plan.kv_indices, plan.kv_counts, plan.perm, plan.permuted]
+    for t in (t for t in plan_tensors if t is not None):
         if t.device != q.device:
             raise ValueError(f"plan is on {t.device} but q is on {q.device}: use plan.to(device)")
-        if t.dtype not in (torch.int32, torch.int64):
+        # `permuted` is bool (BlockPlan checks it); the rest are indices.
+        if t is not plan.permuted and t.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"plan index tensors must be int32 or int64, got {t.dtype}")
     if out is not None and (
         out.shape != q.shape

@@ -28,7 +28,7 @@ from .reference import masked_row_errors_reference, rows_token_masks
 # Keys per inner step, rows per program (three fp32 [rows, head_dim] accumulators must fit the
 # registers of 4 warps) and programs per SM. On an H100 (D = 128, bf16; Wan 480p and 720p)
 # 64 rows, 4 warps and about 4 programs per SM ran fastest: 0.24 / 1.1 ms, against 0.43 / 3.0
-# ms for 8 warps, 2 programs per SM and block-mask lookups in the loop.
+# ms for 8 warps, 2 programs per SM and block-mask lookups in the loop (benchmarks/probes/).
 _BLOCK_N = 64
 _GPU_ROW_TILE = {16: 64, 32: 64, 64: 64, 128: 64, 256: 16}
 _GPU_WARPS = 4

@@ -60,7 +60,8 @@ def rank_blocks(mass: torch.Tensor, forced: range, limit: int | None = None) -> 
     score = mass.clone()
     score[..., forced.start : forced.stop] = float("inf")
     # A full sort of each row, then the first `limit`: on an H100 0.19 ms against topk's 0.31
-    # for Wan 480p's 6,144 rows of 512 blocks (keeping 153), and as fast at 720p (1,182).
+    # for Wan 480p's 6,144 rows of 512 blocks (keeping 153), and as fast at 720p (1,182);
+    # benchmarks/probes/gpu_checks-h100.json.
     order = torch.sort(score, dim=-1, descending=True, stable=True).indices[..., :limit]
     order = order.contiguous()  # frees the full [B, H, nq, nk] index tensor
     return RankedMass(order, mass.gather(-1, order).cumsum(-1), len(forced), nk)
