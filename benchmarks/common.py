@@ -10,11 +10,12 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from dit_sparse.layout import TokenLayout
 from dit_sparse.methods import METHODS, AttentionCall, SparseMethod
@@ -140,9 +141,8 @@ def probe_kinds(
     itself when that is smaller), with the real ``head_dim`` so that the kernels compiled here
     are the ones the timed runs use.
 
-    The dispatch mirrors `dit_sparse.runtime.SparseRuntime.attend` (schedule-dense calls never
-    reach the method; a method that reports no kind is ``"sparse"``). The benchmarks check the
-    kinds they then see at full size against these.
+    The dispatch is `run_call`'s. The benchmarks check the kinds they then see at full size
+    against these.
     """
     layout = min(layout, PROBE_LAYOUT, key=lambda candidate: candidate.seq_len)
     method.check_layout(layout)
@@ -157,14 +157,41 @@ def probe_kinds(
         row = []
         for layer in range(num_layers) if layers is None else layers:
             call = AttentionCall(layout, layer, num_layers, step, NUM_STEPS, "cond", cache)
-            if method.runs_dense(call):
-                row.append(DENSE)
-            else:
-                method.attend(q, k, v, call)
-                row.append(call.info.get("kind", "sparse"))
+            row.append(run_call(method, q, k, v, call)[1])
         kinds.append(row)
     method.reset()
     return kinds
+
+
+def run_call(
+    method: SparseMethod, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall
+) -> tuple[torch.Tensor | None, str]:
+    """One call dispatched as `dit_sparse.runtime.SparseRuntime.attend` does, and its kind:
+    ``"dense"`` for a schedule-dense call left to the model's attention (not run here, output
+    None), otherwise the kind the method reports (``"sparse"`` if none; AdaSpa computes its
+    last warm-up step itself, ``"dense-lse"``)."""
+    if method.runs_dense(call):
+        out = method.attend_dense(q, k, v, call)
+        return out, DENSE if out is None else call.info.get("kind", DENSE)
+    out = method.attend(q, k, v, call)
+    return out, call.info.get("kind", "sparse")
+
+
+@dataclass
+class QKCapture(SparseMethod):
+    """Dense attention that keeps the cond branch's q and k (fp32) at ``steps``, per
+    ``(step, layer)``: for studies of a trained model's attention between steps."""
+
+    name = "capture"
+    steps: tuple[int, ...] = ()
+    kept: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall
+    ) -> torch.Tensor:
+        if call.step in self.steps and call.branch == "cond":
+            self.kept[(call.step, call.layer)] = (q.float(), k.float())
+        return F.scaled_dot_product_attention(q, k, v, scale=call.scale)
 
 
 def first_steps(labels: list[str]) -> dict[str, int]:

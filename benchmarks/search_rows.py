@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from common import write_results
+from common import QKCapture, write_results
 
 import dit_sparse
 from dit_sparse.kernels import block_attention_mass
 from dit_sparse.methods.adaspa_select import normalize_mass
-from dit_sparse.methods.base import AttentionCall, SparseMethod
 from dit_sparse.pipelines.shapes import load_wan_shapes
 from dit_sparse.synthetic import evaluation_prompts
 
@@ -34,19 +31,6 @@ BLOCK = 64
 ROWS = (64, 32, 16, 8)
 SPARSITIES = (0.8, 0.9)
 STEPS = (3, 10)
-
-
-@dataclass
-class _Capture(SparseMethod):
-    """Dense attention that keeps the cond branch's q and k at ``STEPS``."""
-
-    name = "capture"
-    kept: list[tuple[int, int, torch.Tensor, torch.Tensor]] = field(default_factory=list)
-
-    def attend(self, q, k, v, call: AttentionCall) -> torch.Tensor:
-        if call.step in STEPS and call.branch == "cond":
-            self.kept.append((call.step, call.layer, q.float(), k.float()))
-        return F.scaled_dot_product_attention(q, k, v, scale=call.scale)
 
 
 def coverage_by_rows(q: torch.Tensor, k: torch.Tensor, sparsity: float) -> dict[int, float]:
@@ -67,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pipe = load_wan_shapes()
     pipe.set_progress_bar_config(disable=True)
-    capture = _Capture(dense_steps=0)
+    capture = QKCapture(steps=STEPS)
     with torch.inference_mode(), dit_sparse.attached(pipe, capture):
         pipe(
             prompt=evaluation_prompts(2),
@@ -81,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     with torch.inference_mode():
         for sparsity in SPARSITIES:
-            per_call = [coverage_by_rows(q, k, sparsity) for _, _, q, k in capture.kept]
+            per_call = [coverage_by_rows(q, k, sparsity) for q, k in capture.kept.values()]
             full = [c[BLOCK] for c in per_call]
             results.append(
                 {

@@ -23,16 +23,21 @@ class UsageError(ValueError):
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
-    """``["decay_factor=0.5", "model_type=wan"]`` -> dict; values read as Python literals."""
+    """``["decay_factor=0.5", "model_type=wan"]`` -> dict; values read as Python literals
+    (``true``/``false`` in any case as booleans), anything else as a string."""
     options: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--option takes KEY=VALUE, got {item!r}")
+        key = key.replace("-", "_")
+        if text.strip().lower() in ("true", "false"):
+            options[key] = text.strip().lower() == "true"
+            continue
         try:
-            options[key.replace("-", "_")] = ast.literal_eval(text)
+            options[key] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            options[key.replace("-", "_")] = text
+            options[key] = text
     return options
 
 

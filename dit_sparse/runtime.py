@@ -134,7 +134,11 @@ class SparseRuntime:
         self._check_layout(layout)  # refuse at the first step, not after the dense warm-up
         timer = CallTimer(query.device)
         if self.method.runs_dense(call):
-            out = func(*args, **kwargs)
+            out = (
+                None if attn_mask is not None else self.method.attend_dense(query, key, value, call)
+            )
+            if out is None:
+                out = func(*args, **kwargs)
             call.info.setdefault("kind", "dense")
             call.info.setdefault("density", 1.0)
         elif attn_mask is not None:

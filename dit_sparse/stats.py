@@ -121,7 +121,7 @@ def format_report(method_name: str, records: list[dict[str, Any]], extra: list[s
         )
     lines.append(f"{'transformer':<14} {'layer':>5} {'density (all)':>13} {'density (sparse)':>16}")
     for (name, layer), rows in sorted(by_layer.items()):
-        sparse = [r["density"] for r in rows if r["kind"] != "dense"]
+        sparse = [r["density"] for r in rows if not r["kind"].startswith("dense")]
         sparse_text = f"{sum(sparse) / len(sparse):.3f}" if sparse else "-"
         lines.append(
             f"{name:<14} {layer:>5} {summarize(rows)['mean_density']:>13.3f} {sparse_text:>16}"

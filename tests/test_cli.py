@@ -4,7 +4,7 @@ import sys
 import imageio.v3 as iio
 import pytest
 
-from dit_sparse.cli import main
+from dit_sparse.cli import main, parse_options
 from dit_sparse.pipelines.presets import PRESETS
 
 
@@ -61,6 +61,19 @@ def test_presets_lists_every_preset_and_the_default(capsys):
     printed = capsys.readouterr().out
     assert all(f"{name}" in printed for name in PRESETS)
     assert "wan-shapes (default)" in printed and "trained" in printed
+
+
+def test_options_read_python_literals_and_lowercase_booleans():
+    parsed = parse_options(["a=0.5", "b=(1, 2)", "c=true", "d=FALSE", "e=False", "f=wan", "g=None"])
+    assert parsed == {
+        "a": 0.5,
+        "b": (1, 2),
+        "c": True,
+        "d": False,
+        "e": False,
+        "f": "wan",
+        "g": None,
+    }
 
 
 @pytest.mark.parametrize(

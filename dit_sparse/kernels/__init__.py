@@ -2,7 +2,7 @@
 
 from .block_mass import block_attention_mass
 from .block_sparse_attention import block_sparse_attention
-from .dense import dense_attention_with_lse
+from .dense import dense_attention_with_lse, dense_attention_with_mass
 from .masked_rows import masked_row_errors
 from .reference import block_sparse_attention_reference
 
@@ -11,5 +11,6 @@ __all__ = [
     "block_sparse_attention",
     "block_sparse_attention_reference",
     "dense_attention_with_lse",
+    "dense_attention_with_mass",
     "masked_row_errors",
 ]

@@ -37,6 +37,71 @@ _INTERPRETER_CONFIG = KernelConfig(128, 128, 4, 1)
 
 
 @triton.jit
+def block_mass_rows(
+    lse_ptr,
+    stride_ls,
+    mass_ptr,
+    stride_mq,
+    pid_m,
+    q_len,
+    num_q_blocks,
+    BLOCK_M: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    GROUPS: tl.constexpr,
+):
+    """For a program's ``BLOCK_M`` rows: their LSE in log2 units (``+inf`` for rows past the
+    end or with LSE ``-inf``, so they add no mass), and for the ``GROUPS`` query blocks they
+    fall in, the output row pointers, which exist, and 1 / rows of each block."""
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_valid = offs_m < q_len
+    lse = tl.load(lse_ptr + offs_m * stride_ls, mask=row_valid, other=float("-inf"))
+    lse2 = tl.where(lse > float("-inf"), lse * 1.4426950408889634, float("inf"))
+    q_blocks = (pid_m * BLOCK_M) // BLOCK_Q + tl.arange(0, GROUPS)
+    rows_in_block = tl.minimum(BLOCK_Q, q_len - q_blocks * BLOCK_Q).to(tl.float32)
+    inv_rows = 1.0 / tl.maximum(rows_in_block, 1.0)
+    return lse2, mass_ptr + q_blocks * stride_mq, q_blocks < num_q_blocks, inv_rows
+
+
+@triton.jit
+def add_block_mass(
+    p,
+    weight,
+    out_ptrs,
+    out_valid,
+    inv_rows,
+    start,
+    num_k_blocks,
+    stride_mk,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUPS: tl.constexpr,
+    ATOMIC: tl.constexpr,
+):
+    """Add one tile of probabilities ``p`` ``[BLOCK_M, BLOCK_N]`` (keys ``start..``), each row
+    scaled by ``weight`` ``[BLOCK_M]``, to the mass of its key blocks in the ``GROUPS`` output
+    rows ``out_ptrs`` (one per query block of the tile's rows; means via ``inv_rows``). Shared
+    by the mass pass and the dense pass that fuses it (`block_sparse_attention`)."""
+    # A tile covers SPAN key blocks, or 1/(BLOCK_K // BLOCK_N) of one.
+    SPAN: tl.constexpr = BLOCK_N // BLOCK_K if BLOCK_N > BLOCK_K else 1
+    # Sum along the keys first (within a thread's registers): [BLOCK_M, SPAN] per-row masses.
+    if SPAN == 1:
+        per_row = tl.expand_dims(tl.sum(p, 1), 1)
+    else:
+        per_row = tl.sum(tl.reshape(p, [BLOCK_M, SPAN, BLOCK_N // SPAN]), 2)
+    per_row = per_row * weight[:, None]
+    rows = tl.reshape(per_row, [GROUPS, BLOCK_M // GROUPS, SPAN])
+    mass = tl.sum(rows, 1) * inv_rows[:, None]
+    blocks = start // BLOCK_K + tl.arange(0, SPAN)
+    ptrs = out_ptrs[:, None] + blocks[None, :] * stride_mk
+    valid = out_valid[:, None] & (blocks[None, :] < num_k_blocks)
+    if ATOMIC:
+        tl.atomic_add(ptrs, mass, mask=valid)
+    else:
+        tl.store(ptrs, mass, mask=valid)
+
+
+@triton.jit
 def _mass_tiles(
     q,
     lse2,
@@ -62,9 +127,8 @@ def _mass_tiles(
 ):
     """Mass of key tiles ``first..last`` (``BLOCK_N`` keys each) into the ``GROUPS`` output
     rows ``out_ptrs`` (one per query block of the tile's rows)."""
-    # A tile covers SPAN key blocks, or 1/(BLOCK_K // BLOCK_N) of one.
-    SPAN: tl.constexpr = BLOCK_N // BLOCK_K if BLOCK_N > BLOCK_K else 1
     offs_n = tl.arange(0, BLOCK_N)
+    ones = tl.full([BLOCK_M], 1.0, tl.float32)
     # A scalar base per tile plus loop-invariant 32-bit offsets: one instruction per address.
     k_offsets = offs_n[:, None] * stride_ks + tl.arange(0, HEAD_DIM)[None, :]
     for t in tl.range(first, last):
@@ -81,20 +145,10 @@ def _mass_tiles(
         p = tl.math.exp2(qk * qk_scale - lse2[:, None])
         if MASK:
             p = tl.where(pos[None, :] < k_len, p, 0.0)
-        # Sum along the keys first (within a thread's registers): [BLOCK_M, SPAN] per-row masses.
-        if SPAN == 1:
-            per_row = tl.expand_dims(tl.sum(p, 1), 1)
-        else:
-            per_row = tl.sum(tl.reshape(p, [BLOCK_M, SPAN, BLOCK_N // SPAN]), 2)
-        rows = tl.reshape(per_row, [GROUPS, BLOCK_M // GROUPS, SPAN])
-        mass = tl.sum(rows, 1) * inv_rows[:, None]
-        blocks = (t * BLOCK_N) // BLOCK_K + tl.arange(0, SPAN)
-        ptrs = out_ptrs[:, None] + blocks[None, :] * stride_mk
-        valid = out_valid[:, None] & (blocks[None, :] < num_k_blocks)
-        if ATOMIC:
-            tl.atomic_add(ptrs, mass, mask=valid)
-        else:
-            tl.store(ptrs, mass, mask=valid)
+        add_block_mass(
+            p, ones, out_ptrs, out_valid, inv_rows, t * BLOCK_N, num_k_blocks, stride_mk,
+            BLOCK_M, BLOCK_N, BLOCK_K, GROUPS, ATOMIC,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -140,15 +194,10 @@ def _block_mass_fwd(
     row_valid = offs_m < q_len
     q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs
     q = tl.load(q_ptrs + tl.arange(0, HEAD_DIM)[None, :], mask=row_valid[:, None], other=0.0)
-    lse = tl.load(LSE + b * stride_lb + h * stride_lh + offs_m * stride_ls, mask=row_valid)
-    # Rows past the end, and rows that attended to nothing (LSE -inf), add no mass.
-    lse2 = tl.where(row_valid & (lse > float("-inf")), lse * 1.4426950408889634, float("inf"))
-
-    q_blocks = (pid_m * BLOCK_M) // BLOCK_Q + tl.arange(0, GROUPS)
-    rows_in_block = tl.minimum(BLOCK_Q, q_len - q_blocks * BLOCK_Q).to(tl.float32)
-    inv_rows = 1.0 / tl.maximum(rows_in_block, 1.0)
-    out_ptrs = MASS + b * stride_mb + h * stride_mh + q_blocks * stride_mq
-    out_valid = q_blocks < num_q_blocks
+    lse2, out_ptrs, out_valid, inv_rows = block_mass_rows(
+        LSE + b * stride_lb + h * stride_lh, stride_ls, MASS + b * stride_mb + h * stride_mh,
+        stride_mq, pid_m, q_len, num_q_blocks, BLOCK_M, BLOCK_Q, GROUPS,
+    )  # fmt: skip
     k_ptr = K + b * stride_kb + h * stride_kh
     tiles = tl.cdiv(k_len, BLOCK_N)
     full_tiles = k_len // BLOCK_N
@@ -194,7 +243,7 @@ def block_attention_mass(
     On CUDA one fused Triton pass (no S x S tensor); elsewhere the torch reference, with a
     one-time warning.
     """
-    scale = _check_inputs(q, k, lse, block_q, block_k, scale)
+    scale = block_attention_mass_inputs(q, k, lse, block_q, block_k, scale)
     if rows is not None and rows != block_q:
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
             raise ValueError(f"rows must be a power of two, got {rows!r}")
@@ -243,7 +292,7 @@ def launch_block_attention_mass(
     # Tiles that split a query or key block add their partial sums atomically; a tile may also
     # hold several whole query blocks (block_m > block_q).
     atomic = config.block_m < block_q or config.block_n < block_k
-    nq, nk = -(-q_len // block_q), -(-k_len // block_k)
+    nq, nk = num_mass_blocks(q_len, k_len, block_q, block_k)
     alloc = torch.zeros if atomic else torch.empty
     mass = alloc(batch, heads, nq, nk, dtype=torch.float32, device=q.device)
     q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
@@ -265,7 +314,12 @@ def launch_block_attention_mass(
     return mass
 
 
-def _check_inputs(
+def num_mass_blocks(q_len: int, k_len: int, block_q: int, block_k: int) -> tuple[int, int]:
+    """Query and key blocks of a mass tensor (a ragged last block counts)."""
+    return -(-q_len // block_q), -(-k_len // block_k)
+
+
+def block_attention_mass_inputs(
     q: torch.Tensor,
     k: torch.Tensor,
     lse: torch.Tensor,
@@ -273,7 +327,7 @@ def _check_inputs(
     block_k: int,
     scale: float | None,
 ) -> float:
-    """Raise on anything the kernel cannot take; return the scale to use."""
+    """Raise on anything the mass kernels cannot take; return the scale to use."""
     check_qkv(q=q, k=k)
     if not isinstance(lse, torch.Tensor):
         raise TypeError(f"lse must be a torch.Tensor, got {type(lse).__name__}")

@@ -14,6 +14,8 @@ heads left in place are not written), allocated per call.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..plan import BlockPlan
@@ -29,6 +31,7 @@ from ._runtime import (
     triton_runs_on,
     warn_fallback,
 )
+from .block_mass import add_block_mass, block_mass_rows
 from .reference import block_sparse_attention_reference
 
 # Per head dim, for fp16/bf16 on CUDA. On an H100 (benchmarks/kernel.py --tune, D = 128) 128 x 128
@@ -70,16 +73,28 @@ def _attend_tiles(
     qk_scale,
     stride_ks,
     stride_vs,
+    mass_lse2,
+    mass_ptrs,
+    mass_valid,
+    mass_inv_rows,
+    num_mass_k_blocks,
+    stride_mk,
     HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     MASK: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    MASS_BK: tl.constexpr,
+    MASS_GROUPS: tl.constexpr,
+    MASS_ATOMIC: tl.constexpr,
 ):
     """Online-softmax update over key tiles ``first..last`` of this row's block list.
 
     Tile ``t`` is sub-tile ``t % (BLOCK_K // BLOCK_N)`` of the key block listed at
-    ``t // (BLOCK_K // BLOCK_N)``. ``MASK`` masks keys past the sequence end.
+    ``t // (BLOCK_K // BLOCK_N)``. ``MASK`` masks keys past the sequence end. With ``MASS_BK``
+    (> 0) each tile's probabilities, rescaled from the running max to the cached LSE
+    ``mass_lse2``, are also added to the block attention mass (`add_block_mass`).
     """
     sub_tiles: tl.constexpr = BLOCK_K // BLOCK_N
     offs_n = tl.arange(0, BLOCK_N)
@@ -121,6 +136,13 @@ def _attend_tiles(
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
         m_i = m_new
+        if MASS_BK > 0:
+            # exp(s - lse) = p * exp(m - lse): one factor per row, not per score.
+            add_block_mass(
+                p, tl.math.exp2(m_new - mass_lse2), mass_ptrs, mass_valid, mass_inv_rows,
+                start, num_mass_k_blocks, stride_mk, BLOCK_M, BLOCK_N, MASS_BK, MASS_GROUPS,
+                MASS_ATOMIC,
+            )  # fmt: skip
     return acc, l_i, m_i
 
 
@@ -178,6 +200,8 @@ def _block_sparse_attention_fwd(
     PERMUTED,
     KP,
     VP,
+    MASS,
+    MASS_LSE,
     stride_qb,
     stride_qh,
     stride_qs,
@@ -201,6 +225,15 @@ def _block_sparse_attention_fwd(
     stride_fb,
     stride_fh,
     stride_copy_s,
+    stride_mlb,
+    stride_mlh,
+    stride_mls,
+    stride_mb,
+    stride_mh,
+    stride_mq,
+    stride_mk,
+    num_mass_q_blocks,
+    num_mass_k_blocks,
     heads,
     seq_len,
     qk_scale,
@@ -213,6 +246,9 @@ def _block_sparse_attention_fwd(
     HAS_PERM: tl.constexpr,
     RETURN_LSE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    MASS_BQ: tl.constexpr,
+    MASS_BK: tl.constexpr,
+    MASS_ATOMIC: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -243,6 +279,16 @@ def _block_sparse_attention_fwd(
     q_ptrs = q_ptr + q_rows[:, None] * stride_qs + tl.arange(0, HEAD_DIM)[None, :]
     q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)
 
+    # A program's rows are MASS_GROUPS whole mass query blocks, or part of one (MASS_ATOMIC).
+    MASS_GROUPS: tl.constexpr = BLOCK_M // MASS_BQ if 0 < MASS_BQ < BLOCK_M else 1
+    mass_lse2, mass_ptrs, mass_valid, mass_inv_rows = 0.0, MASS, False, 0.0
+    if MASS_BK > 0:
+        mass_lse2, mass_ptrs, mass_valid, mass_inv_rows = block_mass_rows(
+            MASS_LSE + b * stride_mlb + h * stride_mlh, stride_mls,
+            MASS + b * stride_mb + h * stride_mh, stride_mq, pid_m, seq_len, num_mass_q_blocks,
+            BLOCK_M, MASS_BQ, MASS_GROUPS,
+        )  # fmt: skip
+
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -254,12 +300,16 @@ def _block_sparse_attention_fwd(
         unmasked = tl.maximum(tiles - BLOCK_K // BLOCK_N, 0)
     acc, l_i, m_i = _attend_tiles(
         acc, l_i, m_i, q, k_ptr, v_ptr, kv_idx_ptr, 0, unmasked, seq_len, qk_scale,
-        stride_ks_used, stride_vs_used, HEAD_DIM, BLOCK_N, BLOCK_K, False, DOT_PRECISION,
+        stride_ks_used, stride_vs_used, mass_lse2, mass_ptrs, mass_valid, mass_inv_rows,
+        num_mass_k_blocks, stride_mk, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_K, False, DOT_PRECISION,
+        MASS_BK, MASS_GROUPS, MASS_ATOMIC,
     )  # fmt: skip
     if not EVEN_K:
         acc, l_i, m_i = _attend_tiles(
             acc, l_i, m_i, q, k_ptr, v_ptr, kv_idx_ptr, unmasked, tiles, seq_len, qk_scale,
-            stride_ks_used, stride_vs_used, HEAD_DIM, BLOCK_N, BLOCK_K, True, DOT_PRECISION,
+            stride_ks_used, stride_vs_used, mass_lse2, mass_ptrs, mass_valid, mass_inv_rows,
+            num_mass_k_blocks, stride_mk, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_K, True,
+            DOT_PRECISION, MASS_BK, MASS_GROUPS, MASS_ATOMIC,
         )  # fmt: skip
 
     # A row with no key block (l = 0) gets O = 0 and LSE = -inf, as the reference does.
@@ -337,11 +387,13 @@ def launch_block_sparse_attention(
     out: torch.Tensor,
     lse: torch.Tensor | None,
     config: KernelConfig,
+    mass: FusedMass | None = None,
 ) -> None:
-    """Run the kernel into ``out`` (``[B, H, S, D]``) and ``lse`` (fp32 ``[B, H, S]``, or None).
+    """Run the kernel into ``out`` (``[B, H, S, D]``) and ``lse`` (fp32 ``[B, H, S]``, or None),
+    adding the block attention mass into ``mass.out`` on the way if given.
 
-    No validation: `block_sparse_attention` checks inputs first; benchmarks call this directly
-    to try other configs.
+    No validation: `block_sparse_attention` and `dense_attention_with_mass` check inputs first;
+    benchmarks call this directly to try other configs.
     """
     batch, heads, seq_len, head_dim = q.shape
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
@@ -364,12 +416,21 @@ def launch_block_sparse_attention(
             *k.stride()[:3], *v.stride()[:3], *perm_strides, heads, seq_len,
             HEAD_DIM=head_dim, BLOCK_S=_PERMUTE_ROWS, num_warps=4,
         )  # fmt: skip
+    mass_args: tuple = (None, None, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    if mass is not None:
+        mass_args = (
+            mass.out,
+            mass.lse,
+            *mass.lse.stride(),
+            *mass.out.stride(),
+            *mass.out.shape[2:],
+        )
     grid = (triton.cdiv(seq_len, config.block_m), batch * heads)
     _block_sparse_attention_fwd[grid](
-        q, k, v, out, lse, kv_indices, kv_counts, perm, permuted, k_perm, v_perm,
+        q, k, v, out, lse, kv_indices, kv_counts, perm, permuted, k_perm, v_perm, *mass_args[:2],
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 3), *perm_strides,
-        head_dim, heads, seq_len, scale * LOG2E,
+        head_dim, *mass_args[2:], heads, seq_len, scale * LOG2E,
         HEAD_DIM=head_dim,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
@@ -379,9 +440,26 @@ def launch_block_sparse_attention(
         HAS_PERM=perm is not None,
         RETURN_LSE=lse is not None,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        MASS_BQ=0 if mass is None else mass.block_q,
+        MASS_BK=0 if mass is None else mass.block_k,
+        # Programs that split a mass block add their partial sums atomically.
+        MASS_ATOMIC=mass is not None
+        and (config.block_m < mass.block_q or config.block_n < mass.block_k),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FusedMass:
+    """Block attention mass for the kernel to add up as it goes (`dense_attention_with_mass`):
+    ``out`` fp32 zeros ``[B, H, nq, nk]`` for blocks of ``block_q`` x ``block_k`` tokens, and
+    the fp32 ``[B, H, S]`` LSE the probabilities are measured against (a cached one)."""
+
+    out: torch.Tensor
+    lse: torch.Tensor
+    block_q: int
+    block_k: int
 
 
 def _broadcast_strides(t: torch.Tensor, dims: int) -> tuple[int, ...]:

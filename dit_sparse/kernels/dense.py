@@ -1,12 +1,20 @@
-"""Dense attention that also returns the row log-sum-exps (for LSE-cached searches)."""
+"""Dense attention that also returns the row log-sum-exps (for LSE-cached searches), or also
+the block attention mass against a cached LSE (AdaSpa's fused search)."""
 
 from __future__ import annotations
 
 import torch
 
 from ..plan import BlockPlan
-from ._runtime import check_qkv, resolve_scale
-from .block_sparse_attention import block_sparse_attention
+from ._runtime import INTERPRETED, check_qkv, resolve_scale, triton_runs_on, warn_fallback
+from .block_mass import block_attention_mass_inputs, num_mass_blocks
+from .block_sparse_attention import (
+    FusedMass,
+    block_sparse_attention,
+    default_config,
+    launch_block_sparse_attention,
+)
+from .reference import block_attention_mass_reference, block_sparse_attention_reference
 
 
 def dense_attention_with_lse(
@@ -29,10 +37,56 @@ def dense_attention_with_lse(
             q, k, v, None, True, scale=scale
         )[:2]
         return out, lse.reshape(q.shape[:3])
+    return block_sparse_attention(q, k, v, _dense_plan(q), scale=scale, return_lse=True)
+
+
+def dense_attention_with_mass(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lse: torch.Tensor,
+    block_q: int,
+    block_k: int,
+    *,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dense attention with its LSE, plus the block attention mass measured against a cached
+    ``lse``, from one pass over K and V.
+
+    Returns O (q's dtype), its fp32 LSE ``[B, H, S]``, and the fp32 mass ``[B, H, nq, nk]`` that
+    `block_attention_mass(q, k, lse, block_q, block_k)` would return. The pass already has each
+    score's ``exp(s - running max)``; one factor per row turns it into ``exp(s - lse)``, so the
+    mass costs a per-tile reduction, not a second ``Q K^T``. On CUDA that is our Triton kernel
+    (not cuDNN); elsewhere the torch references, with a one-time warning.
+    """
+    check_qkv(q=q, k=k, v=v)
+    scale = block_attention_mass_inputs(q, k, lse, block_q, block_k, scale)
+    if not triton_runs_on(q.device):
+        warn_fallback("dense_attention_with_mass", q.device)
+        out, new_lse = block_sparse_attention_reference(
+            q, k, v, _dense_plan(q), scale, return_lse=True
+        )
+        mass = block_attention_mass_reference(q, k, lse, block_q, block_k, scale=scale)
+        return out, new_lse, mass.float()
+    dtype = q.dtype
+    if INTERPRETED and dtype == torch.bfloat16:
+        # The interpreter's bf16 dot is wrong (numpy has no bf16): compute in fp32 there.
+        q, k, v = q.float(), k.float(), v.float()
+    plan = _dense_plan(q)
+    out = torch.empty_like(q)
+    new_lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+    nq, nk = num_mass_blocks(q.shape[2], k.shape[2], block_q, block_k)
+    mass = torch.zeros(*q.shape[:2], nq, nk, dtype=torch.float32, device=q.device)
+    config = default_config(q.shape[-1], plan.block_q, plan.block_k, q.device)
+    fused = FusedMass(mass, lse, block_q, block_k)
+    launch_block_sparse_attention(q, k, v, plan, scale, out, new_lse, config, fused)
+    return out.to(dtype), new_lse, mass
+
+
+def _dense_plan(q: torch.Tensor) -> BlockPlan:
     seq_len = q.shape[2]
     block = 128 if seq_len >= 128 else 16
-    plan = BlockPlan.dense(1, 1, seq_len, block, block, device=q.device)
-    return block_sparse_attention(q, k, v, plan, scale=scale, return_lse=True)
+    return BlockPlan.dense(1, 1, seq_len, block, block, device=q.device)
 
 
 def _cudnn_takes(q: torch.Tensor) -> bool:

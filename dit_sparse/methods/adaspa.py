@@ -4,12 +4,17 @@ After Xia et al., "Training-free and Adaptive Sparse Attention for Efficient Lon
 Generation" (AdaSpa, arXiv 2502.21079; no public code). Which key blocks a head needs, and
 each row's log-sum-exp (LSE), barely change across denoising steps, so:
 
-- steps before ``dense_steps`` run dense (the shared schedule);
-- the first search computes exact attention with its LSE (that step's output is exact) and one
-  more pass sums ``exp(q k * scale - LSE)`` per (query block, key block) tile: the block
-  attention mass, from which the plan is chosen (``search_rows`` estimates it from fewer rows);
+- steps before ``dense_steps`` run dense (the shared schedule); the last of them also keeps
+  each row's LSE (``warmup_lse``);
+- the first search computes exact attention (that step's output is exact) with its LSE, and
+  the block attention mass: per (query block, key block) tile the sum of
+  ``exp(q k * scale - LSE)``, from which the plan is chosen. With the warm-up step's LSE the
+  mass comes out of the same pass (`dense_attention_with_mass`); without one (no dense
+  warm-up, a new layout, ``warmup_lse=False``) it is a second pass with the step's own LSE, as
+  the paper describes;
 - later searches (``search_steps``) reuse the LSE stored at the previous search and need only
-  the mass pass; the new plan then computes that step's output;
+  the mass pass (``search_rows`` estimates it from fewer rows); the new plan then computes
+  that step's output;
 - every other step reuses the layer's plan: no search work at all.
 
 Plans and LSE live in ``call.cache`` (one dict per guidance branch and generation) under
@@ -21,12 +26,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from ..kernels import block_attention_mass, block_sparse_attention, dense_attention_with_lse
+from ..kernels import (
+    block_attention_mass,
+    block_sparse_attention,
+    dense_attention_with_lse,
+    dense_attention_with_mass,
+)
 from ..layout import TokenLayout
 from ..parallel import HeadPartition
 from ..plan import BlockPlan, num_blocks
@@ -54,14 +64,13 @@ _MIN_BLOCK = 16
 
 @dataclass
 class _LayerState:
-    """One layer's search result for one branch, valid while ``key`` matches."""
+    """One layer's search result for one branch, valid while ``key`` matches; before the first
+    search only the LSE of the last warm-up step (``plan`` None)."""
 
     key: tuple[Any, ...]
-    plan: BlockPlan
-    lse: torch.Tensor  # fp32 [B, H, S], from the last full search
-    density: torch.Tensor  # 0-d, the plan's mean density
-    head_density: torch.Tensor  # fp32 [H], mean over the batch
-    head_coverage: torch.Tensor  # fp32 [H], mean over the batch
+    lse: torch.Tensor  # fp32 [B, H, S], from the last dense pass
+    plan: BlockPlan | None = None
+    density: torch.Tensor | None = None  # 0-d, the plan's mean density
 
 
 @dataclass
@@ -89,6 +98,12 @@ class AdaSpa(SparseMethod):
         min_density, max_density: optional bounds on each head's share of key blocks per row
             (in coverage mode they bound each row).
         recall_threshold: the recall above which a head counts toward ``n``; default 0.8.
+        warmup_lse: keep the LSE of the last dense warm-up step (its attention then runs
+            `dense_attention_with_lse` instead of the model's own), so that the first search
+            measures the block mass against it inside its dense pass instead of in a second
+            pass. The output is the same exact attention either way; the plan differs only as
+            much as the LSE moves in one step (on ``wan-shapes`` the kept mass agreed to 0.03%
+            at 8, 20 and 50 steps). False: the paper's two passes.
         search_rows: estimate the block mass from this many evenly spaced rows of every query
             block (a power of two) instead of all of them (None, the default: the paper's exact
             search). 16 of a 64-token block makes the mass pass a quarter as costly, a search
@@ -115,6 +130,7 @@ class AdaSpa(SparseMethod):
     max_density: float | None = None
     recall_threshold: float = 0.8
     search_rows: int | None = None
+    warmup_lse: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -160,6 +176,8 @@ class AdaSpa(SparseMethod):
             )
         if not 0.0 < self.recall_threshold < 1.0:
             raise ValueError(f"recall_threshold must be in (0, 1), got {self.recall_threshold}")
+        if not isinstance(self.warmup_lse, bool):
+            raise TypeError(f"warmup_lse must be True or False, got {self.warmup_lse!r}")
         rows = self.search_rows
         if rows is not None and (
             isinstance(rows, bool) or not isinstance(rows, int) or rows < 1 or rows & (rows - 1)
@@ -223,21 +241,28 @@ class AdaSpa(SparseMethod):
             raise ValueError(
                 f"lse must be [B, H, S] = {tuple(q.shape[:3])}, got {tuple(lse.shape)}"
             )
-        return self._select(q, k, lse, layout, scale, heads)
+        return self._select(self._mass(q, k, lse, layout, scale), layout, heads)
 
-    def _select(
+    def _mass(
         self,
         q: torch.Tensor,
         k: torch.Tensor,
         lse: torch.Tensor,
         layout: TokenLayout,
         scale: float | None,
-        heads: HeadPartition | None,
+    ) -> torch.Tensor:
+        """The block mass pass (exact, or from ``search_rows`` rows of every block)."""
+        block = self.block_for(layout.seq_len)
+        rows = None if self.search_rows is None else min(self.search_rows, block)
+        return block_attention_mass(q, k, lse, block, block, scale=scale, rows=rows)
+
+    def _select(
+        self, mass: torch.Tensor, layout: TokenLayout, heads: HeadPartition | None
     ) -> tuple[BlockPlan, torch.Tensor]:
+        """The plan and the coverage per head chosen from block mass ``[B, H, nq, nk]``."""
         seq_len = layout.seq_len
         block = self.block_for(seq_len)
-        rows = None if self.search_rows is None else min(self.search_rows, block)
-        mass = normalize_mass(block_attention_mass(q, k, lse, block, block, scale=scale, rows=rows))
+        mass = normalize_mass(mass)
         forced = text_key_blocks(layout, block)
         nk = mass.shape[-1]
         if self.coverage is not None:
@@ -268,6 +293,25 @@ class AdaSpa(SparseMethod):
 
     # --- attention ---------------------------------------------------------------------------
 
+    def attend_dense(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall
+    ) -> torch.Tensor | None:
+        """On the last dense step before this layer's first sparse one (with ``warmup_lse``),
+        compute the exact output with `dense_attention_with_lse` and keep the LSE for the first
+        search; any other dense call runs the model's own attention (None). Reported as kind
+        ``"dense-lse"``."""
+        following = replace(call, step=call.step + 1, info={})
+        if (
+            not self.warmup_lse
+            or (call.num_steps is not None and following.step >= call.num_steps)
+            or self.runs_dense(following)
+        ):
+            return None
+        out, lse = dense_attention_with_lse(q, k, v, scale=call.scale)
+        call.cache[("adaspa", call.layer)] = _LayerState(_state_key(q, call), lse)
+        call.info.update(kind="dense-lse", density=1.0)
+        return out
+
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall
     ) -> torch.Tensor:
@@ -275,45 +319,46 @@ class AdaSpa(SparseMethod):
 
         ``call.info`` gets ``kind`` (``"search"``, ``"cached-search"``, ``"reuse"``),
         ``density`` (1.0 for a full search, whose output is dense; otherwise the plan's, a 0-d
-        tensor), ``dense_passes`` and ``mass_passes`` (search work done by this call), and at
-        searches ``head_density``, ``head_coverage`` (fp32 ``[H]``, mean over the batch) and
-        ``block``.
+        tensor), ``dense_passes`` and ``mass_passes`` (passes done by this call; a search with
+        the warm-up LSE does one dense pass with the mass fused in, 1 and 0), and at searches
+        ``head_density``, ``head_coverage`` (fp32 ``[H]``, mean over the batch) and ``block``.
         """
         slot = ("adaspa", call.layer)
-        key = (call.layout, tuple(q.shape), q.device)
+        key = _state_key(q, call)
         state: _LayerState | None = call.cache.get(slot)
         if state is not None and state.key != key:
             state = None
         if state is None:
             out, lse = dense_attention_with_lse(q, k, v, scale=call.scale)
-            plan, coverage = self._select(q, k, lse, call.layout, call.scale, call.heads)
+            mass = self._mass(q, k, lse, call.layout, call.scale)
             kind, dense_passes, mass_passes = "search", 1, 1
+        elif state.plan is None:
+            block = self.block_for(call.layout.seq_len)
+            out, lse, mass = dense_attention_with_mass(
+                q, k, v, state.lse, block, block, scale=call.scale
+            )
+            kind, dense_passes, mass_passes = "search", 1, 0
         elif call.step in self.search_step_indices(call.num_steps):
             lse = state.lse
-            plan, coverage = self._select(q, k, lse, call.layout, call.scale, call.heads)
-            out = block_sparse_attention(q, k, v, plan, scale=call.scale)
+            mass = self._mass(q, k, lse, call.layout, call.scale)
             kind, dense_passes, mass_passes = "cached-search", 0, 1
         else:
             out = block_sparse_attention(q, k, v, state.plan, scale=call.scale)
             call.info.update(kind="reuse", density=state.density, dense_passes=0, mass_passes=0)
             return out
+        plan, coverage = self._select(mass, call.layout, call.heads)
+        if kind == "cached-search":
+            out = block_sparse_attention(q, k, v, plan, scale=call.scale)
         head_density = plan.density_per_head()
-        state = _LayerState(
-            key=key,
-            plan=plan,
-            lse=lse,
-            density=head_density.mean(),
-            head_density=head_density.mean(0),
-            head_coverage=coverage.mean(0),
-        )
+        state = _LayerState(key, lse, plan, head_density.mean())
         call.cache[slot] = state
         call.info.update(
             kind=kind,
             density=1.0 if kind == "search" else state.density,
             dense_passes=dense_passes,
             mass_passes=mass_passes,
-            head_density=state.head_density,
-            head_coverage=state.head_coverage,
+            head_density=head_density.mean(0),
+            head_coverage=coverage.mean(0),
             block=plan.block_q,
         )
         return out
@@ -341,6 +386,11 @@ class AdaSpa(SparseMethod):
             lines.append(f"{'':<38}density  {_format_heads(latest['head_density'])}")
             lines.append(f"{'':<38}coverage {_format_heads(latest['head_coverage'])}")
         return lines
+
+
+def _state_key(q: torch.Tensor, call: AttentionCall) -> tuple[Any, ...]:
+    """What a cached plan or LSE is valid for: the layout and q's shape and device."""
+    return (call.layout, tuple(q.shape), q.device)
 
 
 def _group_heads(

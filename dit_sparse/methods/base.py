@@ -88,6 +88,14 @@ class SparseMethod:
             return True
         return call.layer < _resolve_count(self.dense_layers, call.num_layers)
 
+    def attend_dense(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall
+    ) -> torch.Tensor | None:
+        """A call the schedule keeps dense (and unmasked): return its exact output to compute it
+        yourself, say to keep statistics from it, or None (the default) to let the model's own
+        attention run."""
+        return None
+
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall
     ) -> torch.Tensor:

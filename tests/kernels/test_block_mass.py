@@ -4,7 +4,7 @@ import pytest
 import torch
 from triton_interpreter import triton_interpreter  # noqa: F401 (selects the interpreter)
 
-from dit_sparse.kernels import block_attention_mass
+from dit_sparse.kernels import block_attention_mass, dense_attention_with_mass
 from dit_sparse.kernels.reference import block_attention_mass_reference
 
 pytestmark = pytest.mark.usefixtures("triton_interpreter")
@@ -131,3 +131,43 @@ def test_bad_inputs_raise_with_what_is_accepted(change, error, match):
         block_attention_mass(
             args["q"], args["k"], args["lse"], args["block_q"], args["block_k"], scale=args["scale"]
         )
+
+
+@pytest.mark.parametrize(
+    "seq_len,block,dim,dtype",
+    [
+        (200, 64, 32, torch.float32),  # 128-row programs over two mass blocks, ragged end
+        (100, 32, 16, torch.float16),  # 16-token plan blocks: mass blocks split, added atomically
+        (300, 16, 64, torch.float32),  # a 128-key tile spans eight mass blocks
+        (130, 128, 32, torch.float32),
+    ],
+)
+def test_dense_pass_with_fused_mass_matches_the_separate_passes(seq_len, block, dim, dtype):
+    g = generator()
+    q, k, v = (torch.randn(2, 3, seq_len, dim, generator=g).to(dtype) for _ in range(3))
+    # The LSE of a slightly different q, as a cached one from the previous step would be.
+    stale = dense_lse(q.float() + 0.1 * torch.randn(q.shape, generator=g), k, 0.3)
+    stale[0, 0, :7] = float("-inf")  # rows that attended to nothing add no mass
+    out, lse, mass = dense_attention_with_mass(q, k, v, stale, block, block, scale=0.3)
+    probs = torch.softmax(q.double() @ k.double().transpose(-1, -2) * 0.3, dim=-1)
+    assert out.dtype == dtype and lse.dtype == mass.dtype == torch.float32
+    assert (out.double() - probs @ v.double()).abs().max() < (
+        1e-5 if dtype == torch.float32 else 2e-3
+    )
+    assert (lse.double() - dense_lse(q, k, 0.3).double()).abs().max() < 1e-5
+    expected = block_attention_mass_reference(
+        q.double(), k.double(), stale.double(), block, block, 0.3
+    )
+    assert mass.shape == expected.shape
+    assert (mass.double() - expected).abs().max() < 1e-5 * max(1.0, float(expected.max()))
+
+
+def test_fused_mass_checks_its_inputs():
+    q = torch.zeros(1, 1, 64, 16)
+    lse = torch.zeros(1, 1, 64)
+    with pytest.raises(ValueError, match=r"lse must be float32 \[B, H, S\]"):
+        dense_attention_with_mass(q, q, q, lse[..., :63], 64, 64)
+    with pytest.raises(ValueError, match="block_k must be a power of two >= 16"):
+        dense_attention_with_mass(q, q, q, lse, 64, 48)
+    with pytest.raises(ValueError, match="one shape"):
+        dense_attention_with_mass(q, q, torch.zeros(1, 1, 32, 16), lse, 64, 64)

@@ -64,14 +64,17 @@ def kept(plan, mass):
 
 
 def drive(method, q, k, v, layout, steps, num_steps, cache, branch="cond", layer=0):
-    """Run ``attend`` over steps as the runtime would; returns (outputs, infos) per step."""
+    """Run steps as the runtime would; returns (outputs, infos) of the steps the method
+    computed (dense ones only where ``attend_dense`` took them)."""
     outs, infos = {}, {}
     for step in steps:
         call = AttentionCall(layout, layer, 1, step, num_steps, branch, cache)
         if method.runs_dense(call):
-            continue
-        outs[step] = method.attend(q[step], k[step], v[step], call)
-        infos[step] = call.info
+            out = method.attend_dense(q[step], k[step], v[step], call)
+        else:
+            out = method.attend(q[step], k[step], v[step], call)
+        if out is not None:
+            outs[step], infos[step] = out, call.info
     return outs, infos
 
 
@@ -104,6 +107,8 @@ def test_defaults_and_validation():
             AdaSpa(**options)
     with pytest.raises(TypeError, match="ints or floats"):
         AdaSpa(search_steps=(True,))
+    with pytest.raises(TypeError, match="warmup_lse must be True or False, got 'false'"):
+        AdaSpa(warmup_lse="false")
 
 
 def test_search_step_indices():
@@ -266,11 +271,12 @@ def test_text_blocks_are_always_kept(text_first, options):
 
 
 def counting(monkeypatch):
-    counts = {"dense": 0, "mass": 0, "sparse": 0}
+    counts = {"dense": 0, "mass": 0, "sparse": 0, "fused": 0}
     for name, label in [
         ("dense_attention_with_lse", "dense"),
         ("block_attention_mass", "mass"),
         ("block_sparse_attention", "sparse"),
+        ("dense_attention_with_mass", "fused"),
     ]:
         original = getattr(adaspa_module, name)
 
@@ -290,30 +296,38 @@ def step_inputs(steps, seq_len, heads=2, seed=0):
     return [q + d for d in drift], [k - d for d in drift], [v + d for d in drift]
 
 
-def test_plans_are_searched_then_reused(monkeypatch):
+@pytest.mark.parametrize(
+    "warmup_lse, first",
+    [
+        # The last warm-up step keeps its LSE: the first search's dense pass sums the mass.
+        (True, [("dense-lse", 1, 0, 0, 0), ("search", 0, 0, 0, 1)]),
+        # The paper's first search: its own dense pass with LSE, then the mass pass.
+        (False, [("dense", 0, 0, 0, 0), ("search", 1, 1, 0, 0)]),
+    ],
+)
+def test_plans_are_searched_then_reused(monkeypatch, warmup_lse, first):
     counts = counting(monkeypatch)
     layout = TokenLayout(8, 4, 4)  # 128 tokens, 8 blocks of 16
     q, k, v = step_inputs(7, 128)
-    method = AdaSpa(dense_steps=1, search_steps=(2, 5), block_size=16)
+    method = AdaSpa(dense_steps=1, search_steps=(2, 5), block_size=16, warmup_lse=warmup_lse)
     cache: dict = {}
     seen, plans = [], []
     for step in range(7):
         before = dict(counts)
         _, infos = drive(method, q, k, v, layout, [step], 7, cache)
-        done = tuple(counts[key] - before[key] for key in ("dense", "mass", "sparse"))
+        done = tuple(counts[key] - before[key] for key in ("dense", "mass", "sparse", "fused"))
         info = infos.get(step, {"kind": "dense"})
         seen.append((info["kind"], *done))
         if step:
-            assert (info["dense_passes"], info["mass_passes"]) == done[:2]
+            assert (info["dense_passes"], info["mass_passes"]) == (done[0] + done[3], done[1])
             plans.append(cache[("adaspa", 0)].plan)
     assert seen == [
-        ("dense", 0, 0, 0),
-        ("search", 1, 1, 0),  # no plan yet: full search, exact output
-        ("cached-search", 0, 1, 1),
-        ("reuse", 0, 0, 1),
-        ("reuse", 0, 0, 1),
-        ("cached-search", 0, 1, 1),
-        ("reuse", 0, 0, 1),
+        *first,
+        ("cached-search", 0, 1, 1, 0),
+        ("reuse", 0, 0, 1, 0),
+        ("reuse", 0, 0, 1, 0),
+        ("cached-search", 0, 1, 1, 0),
+        ("reuse", 0, 0, 1, 0),
     ]
     # Reuse steps keep the very plan of the last search; searches replace it.
     assert plans[1] is plans[2] is plans[3] and plans[4] is plans[5]
@@ -333,13 +347,41 @@ def test_cached_search_uses_the_lse_of_the_previous_search():
     assert torch.allclose(cache[("adaspa", 0)].lse, lse0, atol=1e-4)
     plan, coverage = method.search(q[2], k[2], v[2], layout, lse=lse0)
     assert torch.equal(cache[("adaspa", 0)].plan.to_block_mask(), plan.to_block_mask())
-    assert torch.allclose(cache[("adaspa", 0)].head_coverage, coverage.mean(0), atol=1e-6)
+    assert torch.allclose(infos[2]["head_coverage"], coverage.mean(0), atol=1e-6)
     # A fresh search at step 2 (its own LSE) measures a different coverage: the stale LSE
     # really was used.
     _, fresh = method.search(q[2], k[2], v[2], layout)
     assert not torch.allclose(fresh, coverage, atol=1e-4)
     expected = block_sparse_attention_reference(q[2], k[2], v[2], plan)
     assert torch.allclose(outs[2], expected, atol=1e-5)
+
+
+def test_warmup_lse_feeds_the_first_search():
+    layout = TokenLayout(8, 4, 4)
+    q, k, v = step_inputs(4, 128)
+    method = AdaSpa(dense_steps=2, search_steps=(), block_size=16)
+    cache: dict = {}
+    outs, infos = drive(method, q, k, v, layout, range(4), 4, cache)
+    # Only the last warm-up step is computed here (exactly); the one before is the model's.
+    assert list(infos) == [1, 2, 3]
+    assert infos[1] == {"kind": "dense-lse", "density": 1.0}
+    assert torch.allclose(outs[1], F.scaled_dot_product_attention(q[1], k[1], v[1]), atol=1e-5)
+    # The first search's output is exact; it ranks blocks with step 1's LSE and keeps its own
+    # LSE for later searches.
+    plan, coverage = method.search(q[2], k[2], v[2], layout, lse=exact_lse(q[1], k[1]).float())
+    state = cache[("adaspa", 0)]
+    assert infos[2]["kind"] == "search" and infos[3]["kind"] == "reuse"
+    assert torch.allclose(outs[2], F.scaled_dot_product_attention(q[2], k[2], v[2]), atol=1e-5)
+    assert torch.equal(state.plan.to_block_mask(), plan.to_block_mask())
+    assert torch.allclose(infos[2]["head_coverage"], coverage.mean(0), atol=1e-6)
+    assert torch.allclose(state.lse, exact_lse(q[2], k[2]).float(), atol=1e-4)
+    expected = block_sparse_attention_reference(q[3], k[3], v[3], plan)
+    assert torch.allclose(outs[3], expected, atol=1e-5)
+    # No warm-up LSE is kept where no sparse step follows: a dense layer, the final steps.
+    for options, step in (({"dense_layers": 1}, 1), ({"dense_final_steps": 2}, 1)):
+        other = AdaSpa(dense_steps=2, block_size=16, **options)
+        _, infos = drive(other, q, k, v, layout, [step], 4, {})
+        assert infos == {}
 
 
 def test_search_output_is_exact_and_reuse_matches_the_reference():
@@ -423,9 +465,10 @@ def test_tiny_wan_generates_with_adaspa(tiny_wan):
             kinds[(r["branch"], r["step"])].add(r["kind"])
         assert {branch for branch, _ in kinds} == set(branches)
         for branch in branches:
-            # 4 steps: 0.2 -> 1 dense step; searches at round(0.8) = 1 and round(2.4) = 2.
+            # 4 steps: 0.2 -> 1 dense step, which keeps its LSE; searches at round(0.8) = 1
+            # (fused with that LSE) and round(2.4) = 2.
             assert [kinds[(branch, s)] for s in range(4)] == [
-                {"dense"},
+                {"dense-lse"},
                 {"search"},
                 {"cached-search"},
                 {"reuse"},

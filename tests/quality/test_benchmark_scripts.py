@@ -44,9 +44,10 @@ def test_e2e_tiny(script, tmp_path, capsys):
         assert len(result["schedule"]) == doc["num_steps"] == 50
         assert result["speedup"] > 0 and result["amdahl_limit"] >= 1.0
         assert all(step["matches"] for step in result["steps"].values()), result["steps"]
-    # AdaSpa: a full search at its first sparse step, a cached search later, reuse between.
-    assert list(results["adaspa"]["steps"]) == ["search", "reuse", "cached-search"]
-    assert results["adaspa"]["schedule"][:10] == ["dense"] * 10
+    # AdaSpa: its last warm-up step keeps the LSE for the first search (step 10, the mass
+    # fused into its dense pass), a cached search later, reuse between.
+    assert list(results["adaspa"]["steps"]) == ["dense-lse", "search", "reuse", "cached-search"]
+    assert results["adaspa"]["schedule"][:11] == ["dense"] * 9 + ["dense-lse", "search"]
     assert "| dense |" in printed and "Amdahl limit" in printed
 
 
