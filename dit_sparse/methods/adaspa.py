@@ -102,14 +102,16 @@ class AdaSpa(SparseMethod):
             `dense_attention_with_lse` instead of the model's own), so that the first search
             measures the block mass against it inside its dense pass instead of in a second
             pass. The output is the same exact attention either way; the plan differs only as
-            much as the LSE moves in one step (on ``wan-shapes`` the kept mass agreed to 0.03%
-            at 8, 20 and 50 steps). False: the paper's two passes.
-        search_rows: estimate the block mass from this many evenly spaced rows of every query
-            block (a power of two) instead of all of them (None, the default: the paper's exact
-            search). 16 of a 64-token block makes the mass pass a quarter as costly, a search
-            step about 1.35x a dense one instead of about 1.9x (H100, Wan 480p); on the trained
-            ``wan-shapes`` model the chosen plans keep 0.6% less of the attention mass and the
-            videos drift further from dense (PSNR 22.7 against 24.4 dB over 4 prompts;
+            much as the LSE moves in one step (on ``wan-shapes`` the kept mass agreed within
+            0.1% at 8, 20 and 50 steps; ``benchmarks/warmup_lse.py``). False: the paper's two
+            passes.
+        search_rows: estimate the block mass of a separate mass pass (cached searches, and a
+            first search without a warm-up LSE) from this many evenly spaced rows of every
+            query block (a power of two) instead of all of them (None, the default: the paper's
+            exact search). 16 of a 64-token block makes the pass 0.17x of a dense pass instead
+            of 0.71x (H100, Wan 480p); on the trained ``wan-shapes`` model the chosen plans keep
+            0.6% less of the attention mass and the videos drift further from dense (PSNR 22.7
+            against 24.4 dB over 4 prompts, two-pass first search;
             ``benchmarks/search_rows.py``, ``bench-wan-shapes-search-rows-16``).
         dense_final_steps, dense_layers: the shared schedule (see `SparseMethod`).
 
