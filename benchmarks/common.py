@@ -7,6 +7,7 @@ The scripts run as ``python benchmarks/<name>.py`` (this folder is then on ``sys
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -17,10 +18,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+import dit_sparse
 from dit_sparse.layout import TokenLayout
 from dit_sparse.methods import METHODS, AttentionCall, SparseMethod
+from dit_sparse.pipelines.shapes import load_wan_shapes
 from dit_sparse.quality.environment import device_slug, environment
 from dit_sparse.quality.report import write_json
+from dit_sparse.synthetic import evaluation_prompts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The schedule every composed total assumes: Wan's default of 50 denoising steps.
@@ -192,6 +196,45 @@ class QKCapture(SparseMethod):
         if call.step in self.steps and call.branch == "cond":
             self.kept[(call.step, call.layer)] = (q.float(), k.float())
         return F.scaled_dot_product_attention(q, k, v, scale=call.scale)
+
+
+def capture_wan_shapes(
+    steps: tuple[int, ...], prompts: int, num_steps: int
+) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
+    """q and k (`QKCapture`) of the trained ``wan-shapes`` model at ``steps``, generating the
+    first ``prompts`` evaluation prompts at 61 frames of 64x64 with seed 0."""
+    capture = QKCapture(steps=steps)
+    pipe = _wan_shapes()
+    with torch.inference_mode(), dit_sparse.attached(pipe, capture):
+        pipe(
+            prompt=evaluation_prompts(prompts),
+            num_frames=61,
+            height=64,
+            width=64,
+            num_inference_steps=num_steps,
+            generator=torch.Generator().manual_seed(0),
+            output_type="latent",
+        )
+    return capture.kept
+
+
+@functools.cache
+def _wan_shapes() -> Any:
+    pipe = load_wan_shapes()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def dense_lse(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Each row's LSE of dense attention at the default scale, ``[B, H, S]``."""
+    return torch.logsumexp(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, -1)
+
+
+def kept_coverage(exact: torch.Tensor, ranking: torch.Tensor, keep: int) -> float:
+    """Mean over query blocks of the ``exact`` mass held by each row's top ``keep`` key blocks
+    by ``ranking`` (both ``[B, H, nq, nk]``)."""
+    chosen = torch.topk(ranking, keep, dim=-1).indices
+    return exact.gather(-1, chosen).sum(-1).mean().item()
 
 
 def first_steps(labels: list[str]) -> dict[str, int]:

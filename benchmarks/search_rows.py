@@ -18,13 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import QKCapture, write_results
+from common import capture_wan_shapes, dense_lse, kept_coverage, write_results
 
-import dit_sparse
 from dit_sparse.kernels import block_attention_mass
 from dit_sparse.methods.adaspa_select import normalize_mass
-from dit_sparse.pipelines.shapes import load_wan_shapes
-from dit_sparse.synthetic import evaluation_prompts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BLOCK = 64
@@ -34,14 +31,13 @@ STEPS = (3, 10)
 
 
 def coverage_by_rows(q: torch.Tensor, k: torch.Tensor, sparsity: float) -> dict[int, float]:
-    lse = torch.logsumexp(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, -1)
+    lse = dense_lse(q, k)
     exact = normalize_mass(block_attention_mass(q, k, lse, BLOCK, BLOCK))
     keep = max(1, round((1 - sparsity) * exact.shape[-1]))
     result = {}
     for rows in ROWS:
         mass = normalize_mass(block_attention_mass(q, k, lse, BLOCK, BLOCK, rows=rows))
-        chosen = torch.topk(mass, keep, dim=-1).indices
-        result[rows] = exact.gather(-1, chosen).sum(-1).mean().item()
+        result[rows] = kept_coverage(exact, mass, keep)
     return result
 
 
@@ -49,23 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(RESULTS / "search_rows-wan-shapes.json"))
     args = parser.parse_args(argv)
-    pipe = load_wan_shapes()
-    pipe.set_progress_bar_config(disable=True)
-    capture = QKCapture(steps=STEPS)
-    with torch.inference_mode(), dit_sparse.attached(pipe, capture):
-        pipe(
-            prompt=evaluation_prompts(2),
-            num_frames=61,
-            height=64,
-            width=64,
-            num_inference_steps=20,
-            generator=torch.Generator().manual_seed(0),
-            output_type="latent",
-        )
+    kept = capture_wan_shapes(STEPS, prompts=2, num_steps=20)
     results: list[dict[str, Any]] = []
     with torch.inference_mode():
         for sparsity in SPARSITIES:
-            per_call = [coverage_by_rows(q, k, sparsity) for q, k in capture.kept.values()]
+            per_call = [coverage_by_rows(q, k, sparsity) for q, k in kept.values()]
             full = [c[BLOCK] for c in per_call]
             results.append(
                 {

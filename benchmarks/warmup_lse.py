@@ -18,13 +18,10 @@ import sys
 from pathlib import Path
 
 import torch
-from common import QKCapture, write_results
+from common import capture_wan_shapes, dense_lse, kept_coverage, write_results
 
-import dit_sparse
 from dit_sparse.kernels import block_attention_mass
 from dit_sparse.methods.adaspa_select import normalize_mass
-from dit_sparse.pipelines.shapes import load_wan_shapes
-from dit_sparse.synthetic import evaluation_prompts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BLOCK = 64
@@ -32,24 +29,16 @@ KEEP = 0.2
 STEP_COUNTS = (8, 20, 50)
 
 
-def lse_of(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    return torch.logsumexp(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, -1)
-
-
 def compare(before: tuple, now: tuple) -> dict[str, float]:
     """Coverage of the plans chosen with the step's own LSE and with the previous step's."""
     (q0, k0), (q1, k1) = before, now
-    lse0, lse1 = lse_of(q0, k0), lse_of(q1, k1)
+    lse0, lse1 = dense_lse(q0, k0), dense_lse(q1, k1)
     exact = normalize_mass(block_attention_mass(q1, k1, lse1, BLOCK, BLOCK))
     stale = normalize_mass(block_attention_mass(q1, k1, lse0, BLOCK, BLOCK))
     keep = max(1, round(KEEP * exact.shape[-1]))
-
-    def coverage(mass: torch.Tensor) -> float:
-        return exact.gather(-1, torch.topk(mass, keep, dim=-1).indices).sum(-1).mean().item()
-
     return {
-        "own_lse": coverage(exact),
-        "previous_lse": coverage(stale),
+        "own_lse": kept_coverage(exact, exact, keep),
+        "previous_lse": kept_coverage(exact, stale, keep),
         "lse_shift_mean_abs": (lse1 - lse0).abs().mean().item(),
     }
 
@@ -58,27 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(RESULTS / "warmup_lse-wan-shapes.json"))
     args = parser.parse_args(argv)
-    pipe = load_wan_shapes()
-    pipe.set_progress_bar_config(disable=True)
     results = []
     for num_steps in STEP_COUNTS:
         first = round(0.2 * num_steps)
-        capture = QKCapture(steps=(first - 1, first))
-        with torch.inference_mode(), dit_sparse.attached(pipe, capture):
-            pipe(
-                prompt=evaluation_prompts(1),
-                num_frames=61,
-                height=64,
-                width=64,
-                num_inference_steps=num_steps,
-                generator=torch.Generator().manual_seed(0),
-                output_type="latent",
-            )
-        layers = sorted({layer for _, layer in capture.kept})
+        kept = capture_wan_shapes((first - 1, first), prompts=1, num_steps=num_steps)
+        layers = sorted({layer for _, layer in kept})
         with torch.inference_mode():
             per_layer = [
-                {"layer": layer}
-                | compare(capture.kept[(first - 1, layer)], capture.kept[(first, layer)])
+                {"layer": layer} | compare(kept[(first - 1, layer)], kept[(first, layer)])
                 for layer in layers
             ]
         mean = {

@@ -67,7 +67,7 @@ def dense_attention_with_mass(
             q, k, v, _dense_plan(q), scale, return_lse=True
         )
         mass = block_attention_mass_reference(q, k, lse, block_q, block_k, scale=scale)
-        return out, new_lse, mass.float()
+        return out, new_lse, mass
     dtype = q.dtype
     if INTERPRETED and dtype == torch.bfloat16:
         # The interpreter's bf16 dot is wrong (numpy has no bf16): compute in fp32 there.
