@@ -248,6 +248,7 @@ def _block_sparse_attention_fwd(
     DOT_PRECISION: tl.constexpr,
     MASS_BQ: tl.constexpr,
     MASS_BK: tl.constexpr,
+    MASS_GROUPS: tl.constexpr,
     MASS_ATOMIC: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -279,8 +280,6 @@ def _block_sparse_attention_fwd(
     q_ptrs = q_ptr + q_rows[:, None] * stride_qs + tl.arange(0, HEAD_DIM)[None, :]
     q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)
 
-    # A program's rows are MASS_GROUPS whole mass query blocks, or part of one (MASS_ATOMIC).
-    MASS_GROUPS: tl.constexpr = BLOCK_M // MASS_BQ if 0 < MASS_BQ < BLOCK_M else 1
     mass_lse2, mass_ptrs, mass_valid, mass_inv_rows = 0.0, MASS, False, 0.0
     if MASS_BK > 0:
         mass_lse2, mass_ptrs, mass_valid, mass_inv_rows = block_mass_rows(
@@ -442,6 +441,10 @@ def launch_block_sparse_attention(
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         MASS_BQ=0 if mass is None else mass.block_q,
         MASS_BK=0 if mass is None else mass.block_k,
+        # A program's rows are MASS_GROUPS whole mass query blocks, or part of one (MASS_ATOMIC).
+        MASS_GROUPS=config.block_m // mass.block_q
+        if mass is not None and mass.block_q < config.block_m
+        else 1,
         # Programs that split a mass block add their partial sums atomically.
         MASS_ATOMIC=mass is not None
         and (config.block_m < mass.block_q or config.block_n < mass.block_k),

@@ -5,8 +5,8 @@ outputs under two block masks (each mask in its own token order), compared by me
 error. With so few rows a head's work is tiny next to reading its keys and values, so the keys
 are split over many programs (split-K): each runs one online softmax (one running max) with
 three sums and accumulators (all keys, mask 0, mask 1) over its share of the keys and writes
-that partial state; a small torch step merges the partials. K and V are read once per tile of
-rows (once for SVG's 64 rows up to head dim 128), in one launch.
+that partial state; a second small kernel merges the partials and reduces the errors. K and V
+are read once per tile of rows (once for SVG's 64 rows up to head dim 128).
 """
 
 from __future__ import annotations
@@ -29,11 +29,15 @@ from .reference import masked_row_errors_reference, rows_token_masks
 # registers of 4 warps) and programs per SM. On an H100 (D = 128, bf16; Wan 480p and 720p)
 # 64 rows, 4 warps and about 4 programs per SM ran fastest: 0.24 / 1.1 ms, against 0.43 / 3.0
 # ms for 8 warps, 2 programs per SM and block-mask lookups in the loop (benchmarks/probes/).
+# Splits shorter than 1536 keys lost there (480p: 22 splits 221 us, 44 splits 243 us).
 _BLOCK_N = 64
 _GPU_ROW_TILE = {16: 64, 32: 64, 64: 64, 128: 64, 256: 16}
 _GPU_WARPS = 4
 _PROGRAMS_PER_SM = 4
+_MIN_KEYS_PER_SPLIT = 1536
 _INTERPRETER_ROW_TILE = 32
+# Rows per merge program: three [rows, head_dim] fp32 sums; divides every partial row tile.
+_MERGE_ROW_TILE = 16
 
 
 @triton.jit
@@ -179,6 +183,57 @@ def _masked_rows_partial(
     tl.store(acc_ptr + 2 * padded_rows * HEAD_DIM, acc_1)
 
 
+@triton.jit
+def _merge_errors(
+    WS_M,
+    WS_L,
+    WS_ACC,
+    ERR,
+    splits,
+    num_rows,
+    padded_rows,
+    HEAD_DIM: tl.constexpr,
+    ROW_TILE: tl.constexpr,
+):
+    """One head's ``ROW_TILE`` rows: merge the splits' partial softmaxes (each rescaled to the
+    common max), then write the rows' summed squared error of both masks to ``ERR[bh, tile]``."""
+    pid_bh = tl.program_id(0)
+    row_tile = tl.program_id(1)
+    offs_r = row_tile * ROW_TILE + tl.arange(0, ROW_TILE)
+    offs_d = tl.arange(0, HEAD_DIM)
+    first = pid_bh.to(tl.int64) * splits
+    m_max = tl.full([ROW_TILE], float("-inf"), tl.float32)
+    for split in tl.range(0, splits):
+        m_max = tl.maximum(m_max, tl.load(WS_M + (first + split) * padded_rows + offs_r))
+    l_all = tl.zeros([ROW_TILE], tl.float32)
+    l_0 = tl.zeros([ROW_TILE], tl.float32)
+    l_1 = tl.zeros([ROW_TILE], tl.float32)
+    acc_all = tl.zeros([ROW_TILE, HEAD_DIM], tl.float32)
+    acc_0 = tl.zeros([ROW_TILE, HEAD_DIM], tl.float32)
+    acc_1 = tl.zeros([ROW_TILE, HEAD_DIM], tl.float32)
+    acc_offsets = offs_r[:, None] * HEAD_DIM + offs_d[None, :]
+    for split in tl.range(0, splits):
+        slot = first + split
+        weight = tl.math.exp2(tl.load(WS_M + slot * padded_rows + offs_r) - m_max)
+        l_ptr = WS_L + slot * 3 * padded_rows + offs_r
+        l_all += weight * tl.load(l_ptr)
+        l_0 += weight * tl.load(l_ptr + padded_rows)
+        l_1 += weight * tl.load(l_ptr + 2 * padded_rows)
+        acc_ptr = WS_ACC + slot * 3 * padded_rows * HEAD_DIM + acc_offsets
+        acc_all += weight[:, None] * tl.load(acc_ptr)
+        acc_0 += weight[:, None] * tl.load(acc_ptr + padded_rows * HEAD_DIM)
+        acc_1 += weight[:, None] * tl.load(acc_ptr + 2 * padded_rows * HEAD_DIM)
+    # A mask may keep none of a row's keys (sum 0): its output is then 0, as in the reference.
+    tiny = 1.1754943508222875e-38
+    exact = acc_all / tl.maximum(l_all, tiny)[:, None]
+    valid = (offs_r < num_rows)[:, None]
+    diff_0 = tl.where(valid, acc_0 / tl.maximum(l_0, tiny)[:, None] - exact, 0.0)
+    diff_1 = tl.where(valid, acc_1 / tl.maximum(l_1, tiny)[:, None] - exact, 0.0)
+    err_ptr = ERR + (pid_bh.to(tl.int64) * tl.num_programs(1) + row_tile) * 2
+    tl.store(err_ptr, tl.sum(tl.sum(diff_0 * diff_0, 1), 0))
+    tl.store(err_ptr + 1, tl.sum(tl.sum(diff_1 * diff_1, 1), 0))
+
+
 def masked_row_errors(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -221,13 +276,14 @@ def masked_row_errors(
     row_tile = _INTERPRETER_ROW_TILE if q.device.type == "cpu" else _GPU_ROW_TILE[head_dim]
     row_tiles = triton.cdiv(rows.numel(), row_tile)
     padded = row_tiles * row_tile
-    if splits is None:
-        programs = (
-            _PROGRAMS_PER_SM * torch.cuda.get_device_properties(q.device).multi_processor_count
-            if q.device.type == "cuda"
-            else 2
+    if splits is None and q.device.type == "cuda":
+        sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+        splits = min(
+            triton.cdiv(_PROGRAMS_PER_SM * sms, batch * heads * row_tiles),
+            max(1, seq_len // _MIN_KEYS_PER_SPLIT),
         )
-        splits = max(1, triton.cdiv(programs, batch * heads * row_tiles))
+    elif splits is None:
+        splits = max(1, triton.cdiv(2, batch * heads * row_tiles))
     keys_per_split = triton.cdiv(triton.cdiv(seq_len, splits), _BLOCK_N) * _BLOCK_N
     splits = triton.cdiv(seq_len, keys_per_split)
     slots = batch * heads * splits
@@ -249,15 +305,13 @@ def masked_row_errors(
         num_warps=_GPU_WARPS if q.device.type == "cuda" else 4,
         num_stages=2,
     )  # fmt: skip
-    # Merge the splits' partial softmaxes: rescale each to the common max, then sum.
-    m = ws_m.view(batch * heads, splits, padded)
-    weight = torch.exp2(m - m.amax(1, keepdim=True))  # [BH, splits, R]
-    total = (ws_l.view(batch * heads, splits, 3, padded) * weight[:, :, None]).sum(1)
-    acc = ws_acc.view(batch * heads, splits, 3, padded, head_dim)
-    acc = (acc * weight[:, :, None, :, None]).sum(1)  # [BH, 3, R, D]
-    out = acc / total.clamp_min(torch.finfo(torch.float32).tiny)[..., None]
-    error = (out[:, 1:] - out[:, :1]).square()[:, :, : rows.numel()].mean((-1, -2))
-    return error.view(batch, heads, 2)
+    merge_tiles = padded // _MERGE_ROW_TILE
+    partial = torch.empty(batch * heads, merge_tiles, 2, dtype=torch.float32, device=q.device)
+    _merge_errors[(batch * heads, merge_tiles)](
+        ws_m, ws_l, ws_acc, partial, splits, rows.numel(), padded,
+        HEAD_DIM=head_dim, ROW_TILE=_MERGE_ROW_TILE, num_warps=4,
+    )  # fmt: skip
+    return (partial.sum(1) / (rows.numel() * head_dim)).view(batch, heads, 2)
 
 
 def _check_masks(

@@ -280,7 +280,8 @@ class AdaSpa(SparseMethod):
             base = torch.full(mass.shape[:3], keeps[1], device=mass.device)
             recall = head_coverage(kept_mass(ranked, base), seq_len, block)
             groups = _group_heads(recall, self.recall_threshold, heads)
-            head_keep = torch.tensor(keeps, device=mass.device)[groups]
+            # From scalars: a host-to-device copy of ``keeps`` would wait for the mass pass.
+            head_keep = sum((groups == level) * keep for level, keep in enumerate(keeps))
             counts = head_keep.unsqueeze(-1).expand(mass.shape[:3])
         plan = plan_from_ranking(ranked, counts, max_kv, block, seq_len)
         return plan, head_coverage(kept_mass(ranked, counts), seq_len, block)
