@@ -41,6 +41,14 @@ _MERGE_ROW_TILE = 16
 
 
 @triton.jit
+def _zeroed_sums(ROWS: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Softmax sums and output accumulators of all keys, mask 0 and mask 1, all zero."""
+    sums = tl.zeros([ROWS], tl.float32)
+    acc = tl.zeros([ROWS, HEAD_DIM], tl.float32)
+    return sums, sums, sums, acc, acc, acc
+
+
+@triton.jit
 def _masked_tiles(
     state,
     q,
@@ -141,12 +149,7 @@ def _masked_rows_partial(
     q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)
 
     m_i = tl.full([ROW_TILE], float("-inf"), tl.float32)
-    l_all = tl.zeros([ROW_TILE], tl.float32)
-    l_0 = tl.zeros([ROW_TILE], tl.float32)
-    l_1 = tl.zeros([ROW_TILE], tl.float32)
-    acc_all = tl.zeros([ROW_TILE, HEAD_DIM], tl.float32)
-    acc_0 = tl.zeros([ROW_TILE, HEAD_DIM], tl.float32)
-    acc_1 = tl.zeros([ROW_TILE, HEAD_DIM], tl.float32)
+    l_all, l_0, l_1, acc_all, acc_0, acc_1 = _zeroed_sums(ROW_TILE, HEAD_DIM)
     # Every tile's pointers are a scalar base plus these loop-invariant offsets (see the
     # attention kernel): K and V rows, and the rows' keep flags of both masks, [2, R, S].
     k_offsets = offs_n[:, None] * stride_ks + offs_d[None, :]
@@ -205,12 +208,7 @@ def _merge_errors(
     m_max = tl.full([ROW_TILE], float("-inf"), tl.float32)
     for split in tl.range(0, splits):
         m_max = tl.maximum(m_max, tl.load(WS_M + (first + split) * padded_rows + offs_r))
-    l_all = tl.zeros([ROW_TILE], tl.float32)
-    l_0 = tl.zeros([ROW_TILE], tl.float32)
-    l_1 = tl.zeros([ROW_TILE], tl.float32)
-    acc_all = tl.zeros([ROW_TILE, HEAD_DIM], tl.float32)
-    acc_0 = tl.zeros([ROW_TILE, HEAD_DIM], tl.float32)
-    acc_1 = tl.zeros([ROW_TILE, HEAD_DIM], tl.float32)
+    l_all, l_0, l_1, acc_all, acc_0, acc_1 = _zeroed_sums(ROW_TILE, HEAD_DIM)
     acc_offsets = offs_r[:, None] * HEAD_DIM + offs_d[None, :]
     for split in tl.range(0, splits):
         slot = first + split
