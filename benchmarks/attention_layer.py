@@ -15,9 +15,9 @@ in two cases:
   trained video models, which is what AdaSpa's search and SVG's profiling look for.
 
 Each method is called directly, as the runtime would call it (`common.run_call`), at the last
-layer and at the first step of each kind its default schedule has there (AdaSpa's LSE-keeping
-last warm-up step, search or profiling, reuse, ...; see `common.probe_kinds`), walking those
-steps in order with a fresh cache per repetition, as a new generation would. Recorded per kind:
+layer and at the first step of each kind its default schedule has there (search or profiling,
+reuse, AdaSpa's LSE-keeping last warm-up step with ``warmup_lse=True``, ...; see
+`common.probe_kinds`), walking those steps in order with a fresh cache per repetition, as a new generation would. Recorded per kind:
 time, the density the method reports, and the output's relative error against dense. For SVG,
 ``svg_overhead`` splits its time into the kernel on the plan it chose (with and without the
 token permutation) and the rest (sampling and classifying heads), each averaged over
@@ -330,13 +330,13 @@ def overhead_table(layouts: list[dict[str, Any]]) -> str:
 
 def search_table(layouts: list[dict[str, Any]]) -> str:
     """AdaSpa's search cost against dense, and the search work's share of the attention time
-    of a default 50-step run: 10 dense steps (the last keeping its LSE), the first search at
-    10 (one dense pass with the mass fused in), an LSE-cached search at 30, reuse elsewhere.
-    Search work is what a step costs beyond the attention it would compute anyway: the first
-    search and the LSE-keeping step beyond a dense step (their outputs are the exact ones), the
-    cached search beyond a reuse step. The paper's schedule (``warmup_lse=False``) has a
-    two-pass first search instead (`adaspa_overhead`'s ``search``: dense pass with LSE, mass
-    pass, selection)."""
+    of a 50-step run with the method's schedule: 10 dense steps, the first search at 10, an
+    LSE-cached search at 30, reuse elsewhere (with ``warmup_lse=True`` the last dense step
+    keeps its LSE and the first search is one dense pass with the mass fused in). Search work
+    is what a step costs beyond the attention it would compute anyway: the first search and an
+    LSE-keeping step beyond a dense step (their outputs are the exact ones), the cached search
+    beyond a reuse step. The last column is the paper's schedule, whose first search is
+    `adaspa_overhead`'s ``search`` (dense pass with LSE, mass pass, selection)."""
     rows = []
     for entry in layouts:
         for case in entry["cases"]:

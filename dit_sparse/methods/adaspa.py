@@ -101,10 +101,13 @@ class AdaSpa(SparseMethod):
         warmup_lse: keep the LSE of the last dense warm-up step (its attention then runs
             `dense_attention_with_lse` instead of the model's own), so that the first search
             measures the block mass against it inside its dense pass instead of in a second
-            pass. The output is the same exact attention either way; the plan differs only as
-            much as the LSE moves in one step (on ``wan-shapes`` the kept mass agreed within
-            0.1% at 8, 20 and 50 steps; ``benchmarks/warmup_lse.py``). False: the paper's two
-            passes.
+            pass: 1.42-1.50x a dense step instead of 1.84x at Wan 480p, 1.27x instead of 1.7x
+            at 720p (H100). The output is the same exact attention either way, but the plan
+            follows last step's LSE, and the heads' recall, which sorts them into sparser and
+            denser groups, moves with it: on ``wan-shapes`` at 8 steps one layer's plans kept
+            39% of the attention mass instead of 47%, and the videos drift further from dense
+            (PSNR 21.8 against 24.4 dB over 4 prompts; ``bench-wan-shapes-warmup-lse``).
+            Default False: the paper's two passes.
         search_rows: estimate the block mass of a separate mass pass (cached searches, and a
             first search without a warm-up LSE) from this many evenly spaced rows of every
             query block (a power of two) instead of all of them (None, the default: the paper's
@@ -132,7 +135,7 @@ class AdaSpa(SparseMethod):
     max_density: float | None = None
     recall_threshold: float = 0.8
     search_rows: int | None = None
-    warmup_lse: bool = True
+    warmup_lse: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -359,7 +359,7 @@ def test_cached_search_uses_the_lse_of_the_previous_search():
 def test_warmup_lse_feeds_the_first_search():
     layout = TokenLayout(8, 4, 4)
     q, k, v = step_inputs(4, 128)
-    method = AdaSpa(dense_steps=2, search_steps=(), block_size=16)
+    method = AdaSpa(dense_steps=2, search_steps=(), block_size=16, warmup_lse=True)
     cache: dict = {}
     outs, infos = drive(method, q, k, v, layout, range(4), 4, cache)
     # Only the last warm-up step is computed here (exactly); the one before is the model's.
@@ -465,10 +465,9 @@ def test_tiny_wan_generates_with_adaspa(tiny_wan):
             kinds[(r["branch"], r["step"])].add(r["kind"])
         assert {branch for branch, _ in kinds} == set(branches)
         for branch in branches:
-            # 4 steps: 0.2 -> 1 dense step, which keeps its LSE; searches at round(0.8) = 1
-            # (fused with that LSE) and round(2.4) = 2.
+            # 4 steps: 0.2 -> 1 dense step; searches at round(0.8) = 1 and round(2.4) = 2.
             assert [kinds[(branch, s)] for s in range(4)] == [
-                {"dense-lse"},
+                {"dense"},
                 {"search"},
                 {"cached-search"},
                 {"reuse"},

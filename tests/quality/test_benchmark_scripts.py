@@ -44,10 +44,10 @@ def test_e2e_tiny(script, tmp_path, capsys):
         assert len(result["schedule"]) == doc["num_steps"] == 50
         assert result["speedup"] > 0 and result["amdahl_limit"] >= 1.0
         assert all(step["matches"] for step in result["steps"].values()), result["steps"]
-    # AdaSpa: its last warm-up step keeps the LSE for the first search (step 10, the mass
-    # fused into its dense pass), a cached search later, reuse between.
-    assert list(results["adaspa"]["steps"]) == ["dense-lse", "search", "reuse", "cached-search"]
-    assert results["adaspa"]["schedule"][:11] == ["dense"] * 9 + ["dense-lse", "search"]
+    # AdaSpa: the first search at step 10 (dense pass, then mass pass), a cached search later,
+    # reuse between.
+    assert list(results["adaspa"]["steps"]) == ["search", "reuse", "cached-search"]
+    assert results["adaspa"]["schedule"][:11] == ["dense"] * 10 + ["search"]
     assert "| dense |" in printed and "Amdahl limit" in printed
 
 
