@@ -4,14 +4,13 @@ After Xia et al., "Training-free and Adaptive Sparse Attention for Efficient Lon
 Generation" (AdaSpa, arXiv 2502.21079; no public code). Which key blocks a head needs, and
 each row's log-sum-exp (LSE), barely change across denoising steps, so:
 
-- steps before ``dense_steps`` run dense (the shared schedule); the last of them also keeps
-  each row's LSE (``warmup_lse``);
+- steps before ``dense_steps`` run dense (the shared schedule); with ``warmup_lse=True`` the
+  last of them also keeps each row's LSE;
 - the first search computes exact attention (that step's output is exact) with its LSE, and
   the block attention mass: per (query block, key block) tile the sum of
-  ``exp(q k * scale - LSE)``, from which the plan is chosen. With the warm-up step's LSE the
-  mass comes out of the same pass (`dense_attention_with_mass`); without one (no dense
-  warm-up, a new layout, ``warmup_lse=False``) it is a second pass with the step's own LSE, as
-  the paper describes;
+  ``exp(q k * scale - LSE)``, from which the plan is chosen: a second pass with the step's
+  own LSE, as the paper describes (the default), or, with a warm-up step's LSE, out of the
+  same pass (`dense_attention_with_mass`);
 - later searches (``search_steps``) reuse the LSE stored at the previous search and need only
   the mass pass (``search_rows`` estimates it from fewer rows); the new plan then computes
   that step's output;
