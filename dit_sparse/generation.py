@@ -92,8 +92,15 @@ def save_frames(frames: np.ndarray, path: str | Path, fps: int = 16) -> None:
                 raise ValueError(f"png holds one frame, got {len(data)}; use .mp4")
             imageio.imwrite(tmp, data[0])
         elif suffix == ".mp4":
+            # FFMPEG named: without imageio-ffmpeg, imageio would hand an mp4 to another writer.
             imageio.mimwrite(
-                tmp, list(data), fps=fps, codec="libx264", quality=8, macro_block_size=1
+                tmp,
+                list(data),
+                format="FFMPEG",
+                fps=fps,
+                codec="libx264",
+                quality=8,
+                macro_block_size=1,
             )
         else:
             raise ValueError(f"output must end in .mp4 (or .png for one frame), got {path.name!r}")

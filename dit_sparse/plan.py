@@ -21,12 +21,13 @@ class BlockPlan:
     over the batch. The last block of a sequence may be ragged (``seq_len`` is not a multiple
     of the block size); its missing tokens are masked.
 
-    ``perm`` (optional, int64 ``[B|1, H, S]``) says that the plan is written in a permuted
+    ``perm`` (optional, int64 ``[B|1, H|1, S]``) says that the plan is written in a permuted
     token order: position ``p`` of head ``h`` holds original token ``perm[b, h, p]``. Sparse
     VideoGen uses it to make temporal heads block-dense. The output is always returned in the
-    original order. ``permuted`` (optional, bool ``[B|1, H]``) marks the heads whose ``perm``
-    is not the identity; the kernel then reads the others in place (default: every head), so
-    an unmarked head's ``perm`` must be the identity (the torch reference applies every perm).
+    original order. ``permuted`` (optional, bool ``[B|1, H]``) says which heads use ``perm``;
+    the others read their tokens in place (default: every head). One shared permutation
+    (``perm`` ``[1, 1, S]``) and per-head flags then describe a mix of kinds without a
+    ``[B, H, S]`` copy; `head_perms` gives each head's effective permutation.
     """
 
     kv_indices: torch.Tensor
@@ -53,22 +54,34 @@ class BlockPlan:
         if self.perm is not None and (
             self.perm.dim() != 3
             or self.perm.shape[-1] != self.seq_len
-            or self.perm.shape[1] != self.heads
+            or self.perm.shape[1] not in (1, self.heads)
         ):
             raise ValueError(
-                f"BlockPlan.perm must be [B|1, {self.heads}, {self.seq_len}], "
+                f"BlockPlan.perm must be [B|1, {self.heads}|1, {self.seq_len}], "
                 f"got {tuple(self.perm.shape)}"
             )
         if self.permuted is not None and (
             self.perm is None
             or self.permuted.dtype != torch.bool
-            or self.permuted.shape != (self.perm.shape[0], self.heads)
+            or self.permuted.dim() != 2
+            or self.permuted.shape[1] != self.heads
         ):
             raise ValueError(
                 f"BlockPlan.permuted must be bool [B|1, {self.heads}] beside a perm, got "
                 f"{self.permuted.dtype} {tuple(self.permuted.shape)}"
                 + ("" if self.perm is not None else " without a perm")
             )
+
+    def head_perms(self) -> torch.Tensor | None:
+        """int64 ``[B|1, H, S]``: each head's permutation (the identity where ``permuted``
+        is False), or None without ``perm``."""
+        if self.perm is None:
+            return None
+        perm = self.perm.long().expand(-1, self.heads, -1)
+        if self.permuted is None:
+            return perm
+        identity = torch.arange(self.seq_len, device=perm.device)
+        return torch.where(self.permuted[..., None], perm, identity)
 
     @property
     def batch(self) -> int:

@@ -1,13 +1,16 @@
 # ruff: noqa: E702, E731, UP031  (a one-off probe, kept as it was run)
 """At AdaSpa's fused first search (``warmup_lse=True``) on ``wan-shapes`` at the bench's
-size and steps (61 frames of 64x64, 8 steps; its first prompt; a CPU generator seeded 0),
+size (61 frames of 64x64; its first prompt; a CPU generator seeded 0), at 8 steps or the
+number given,
 the plan chosen with the warm-up step's LSE against the plan the step's own LSE gives, per
 layer (cond branch first, then uncond): share of blocks that differ, coverage of each plan
 under the true block mass, both plans' densities and the mean LSE shift between the two
-steps. CPU, ~2 minutes::
+steps. It stops after the first search. CPU, 1 to 3 minutes::
 
-    python benchmarks/probes/stale_lse_plans.py
+    python benchmarks/probes/stale_lse_plans.py [STEPS]
 """
+
+import sys
 
 import torch
 
@@ -39,6 +42,9 @@ def patched(q, k, v, lse, bq, bk, scale=None):
     dens_o = mo.float().mean().item()
     lse_shift = (new_lse - lse).abs().mean().item()
     records.append((differ.item(), cov_stale, cov_o, dens_s, dens_o, lse_shift))
+    print("differ %.3f  cov stale %.4f own %.4f  density %.3f %.3f  |dlse| %.3f" % records[-1])
+    if len(records) == 16:  # both branches of all 8 layers: the first search is done
+        raise SystemExit(0)
     return out, new_lse, mass
 
 
@@ -60,9 +66,7 @@ pipe(
     num_frames=61,
     height=64,
     width=64,
-    num_inference_steps=8,
+    num_inference_steps=int(sys.argv[1]) if len(sys.argv) > 1 else 8,
     generator=g,
     output_type="np",
 )
-for r in records:
-    print("differ %.3f  cov stale %.4f own %.4f  density %.3f %.3f  |dlse| %.3f" % r)

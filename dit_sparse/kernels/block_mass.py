@@ -23,14 +23,16 @@ from ._runtime import (
 )
 from .reference import block_attention_mass_reference
 
-# Per head dim on CUDA; ``block_n`` is then fitted to the key block. On an H100
-# (benchmarks/kernel.py --tune, D = 128) 4 warps and 2 stages ran fastest, with key tiles of one
-# block of 64 or 128 keys.
+# Per head dim on CUDA. On an H100 (Wan 480p, D = 128, blocks of 64;
+# benchmarks/probes/sweep_mass_and_rows.py) 128 x 128 tiles with 8 warps and 2 stages ran
+# fastest: 6.5 ms, against 7.0 ms with 4 warps, 7.3 ms for 128 x 64 tiles (one block per tile,
+# the earlier choice) and 9.3-9.8 ms for 3 stages or 256-row tiles. A tile then covers two
+# 64-key blocks; at 720p the same config is 2% faster.
 _GPU_CONFIGS = {
     16: KernelConfig(128, 128, 4, 2),
     32: KernelConfig(128, 128, 4, 2),
     64: KernelConfig(128, 128, 4, 2),
-    128: KernelConfig(128, 128, 4, 2),
+    128: KernelConfig(128, 128, 8, 2),
     256: KernelConfig(64, 64, 4, 2),
 }
 _INTERPRETER_CONFIG = KernelConfig(128, 128, 4, 1)
@@ -258,10 +260,6 @@ def block_attention_mass(
         # The interpreter's bf16 dot is wrong (numpy has no bf16): compute in fp32 there.
         q, k = q.float(), k.float()
     config = _INTERPRETER_CONFIG if q.device.type == "cpu" else _GPU_CONFIGS[q.shape[-1]]
-    # One key block per tile, within 64..block_n keys: smaller tiles run the tensor cores at a
-    # fraction of their rate, larger ones only split into several blocks' sums.
-    block_n = min(config.block_n, max(block_k, 64))
-    config = KernelConfig(config.block_m, block_n, config.num_warps, config.num_stages)
     return launch_block_attention_mass(q, k, lse, block_q, block_k, scale, config)
 
 

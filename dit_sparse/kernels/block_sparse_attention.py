@@ -490,8 +490,10 @@ def _check_inputs(
             f"plan is for [B, H] = [{plan.batch}, {plan.heads}]; q needs [{batch}, {heads}], "
             "or 1 in a dim to broadcast it"
         )
-    if plan.perm is not None and plan.perm.shape[0] not in (1, batch):
-        raise ValueError(f"plan.perm batch dim must be 1 or {batch}, got {plan.perm.shape[0]}")
+    for name in ("perm", "permuted"):
+        t = getattr(plan, name)
+        if t is not None and t.shape[0] not in (1, batch):
+            raise ValueError(f"plan.{name} batch dim must be 1 or {batch}, got {t.shape[0]}")
     check_block("plan.block_q", plan.block_q)
     check_block("plan.block_k", plan.block_k)
     plan_tensors = [plan.kv_indices, plan.kv_counts, plan.perm, plan.permuted]

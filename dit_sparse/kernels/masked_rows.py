@@ -36,6 +36,7 @@ _GPU_WARPS = 4
 _PROGRAMS_PER_SM = 4
 _MIN_KEYS_PER_SPLIT = 1536
 _INTERPRETER_ROW_TILE = 32
+_GPU_STAGES = 2
 # Rows per merge program: three [rows, head_dim] fp32 sums; divides every partial row tile.
 _MERGE_ROW_TILE = 16
 
@@ -301,7 +302,7 @@ def masked_row_errors(
         BLOCK_N=_BLOCK_N,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=_GPU_WARPS if q.device.type == "cuda" else 4,
-        num_stages=2,
+        num_stages=_GPU_STAGES,
     )  # fmt: skip
     merge_tiles = padded // _MERGE_ROW_TILE
     partial = torch.empty(batch * heads, merge_tiles, 2, dtype=torch.float32, device=q.device)

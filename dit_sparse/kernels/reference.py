@@ -53,12 +53,13 @@ def block_sparse_attention_reference(
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     qc, kc, vc = (t.to(compute) for t in (q, k, v))
-    if plan.perm is not None:
-        qc, kc, vc = (permute_tokens(t, plan.perm) for t in (qc, kc, vc))
+    perm = plan.head_perms()
+    if perm is not None:
+        qc, kc, vc = (permute_tokens(t, perm) for t in (qc, kc, vc))
     attend = _attend_masked_flash_cpu if qc.device.type == "cpu" else _attend_gathered_blocks
     out, lse = attend(qc, kc, vc, plan, scale)
-    if plan.perm is not None:
-        out, lse = unpermute_tokens(out, plan.perm), unpermute_tokens(lse, plan.perm)
+    if perm is not None:
+        out, lse = unpermute_tokens(out, perm), unpermute_tokens(lse, perm)
     out = out.to(q.dtype)
     if return_lse:
         return out, (lse if compute == torch.float64 else lse.float())

@@ -4,8 +4,9 @@ After Xia et al., "Training-free and Adaptive Sparse Attention for Efficient Lon
 Generation" (AdaSpa, arXiv 2502.21079; no public code). Which key blocks a head needs, and
 each row's log-sum-exp (LSE), barely change across denoising steps, so:
 
-- steps before ``dense_steps`` run dense (the shared schedule); with ``warmup_lse=True`` the
-  last of them also keeps each row's LSE;
+- steps before ``dense_steps`` run dense (the shared schedule); with ``warmup_lse`` (by
+  default when the run has at least `WARMUP_LSE_MIN_STEPS` steps) the last of them also keeps
+  each row's LSE;
 - the first search computes exact attention (that step's output is exact) with its LSE, and
   the block attention mass: per (query block, key block) tile the sum of
   ``exp(q k * scale - LSE)``, from which the plan is chosen: a second pass with the step's
@@ -55,6 +56,9 @@ from .adaspa_select import (
 from .base import AttentionCall, SparseMethod
 
 DEFAULT_SPARSITY = 0.8
+# Runs of at least this many steps keep the last warm-up step's LSE for the first search by
+# default: their steps are close enough that it picks the plans the step's own LSE would.
+WARMUP_LSE_MIN_STEPS = 20
 # Short sequences (small previews, tiny test models) get smaller blocks so that a row still has
 # enough blocks to choose among; blocks stay powers of two of at least _MIN_BLOCK tokens.
 _MIN_BLOCKS = 8
@@ -101,12 +105,16 @@ class AdaSpa(SparseMethod):
             `dense_attention_with_lse` instead of the model's own), so that the first search
             measures the block mass against it inside its dense pass instead of in a second
             pass: 1.42-1.50x a dense step instead of 1.84x at Wan 480p, 1.27x instead of 1.7x
-            at 720p (H100). The output is the same exact attention either way, but the plan
-            follows last step's LSE, and the heads' recall, which sorts them into sparser and
-            denser groups, moves with it: on ``wan-shapes`` at 8 steps one layer's plans kept
-            39% of the attention mass instead of 47%, and the videos drift further from dense
-            (PSNR 21.8 against 24.4 dB over 4 prompts; ``bench-wan-shapes-warmup-lse``).
-            Default False: the paper's two passes.
+            at 720p (H100). The output is the same exact attention either way; the plan
+            follows last step's LSE, which is as good as the step's own when steps are close
+            and not when they are far apart. On ``wan-shapes``
+            (``benchmarks/probes/stale_lse_plans.py``) at 20 and 50 steps every layer's heads
+            keep their levels and its plan the same mass (within 5e-4) with either LSE; at 8
+            steps one layer's heads changed level, its plan kept 39% of the mass instead of
+            47%, and the videos drifted further from dense (PSNR 21.8 against 24.4 dB;
+            ``bench-wan-shapes-warmup-lse``). Default
+            None: True for runs of at least `WARMUP_LSE_MIN_STEPS` steps, else False (the
+            paper's two passes); True or False forces it.
         search_rows: estimate the block mass of a separate mass pass (cached searches, and a
             first search without a warm-up LSE) from this many evenly spaced rows of every
             query block (a power of two) instead of all of them (None, the default: the paper's
@@ -134,7 +142,7 @@ class AdaSpa(SparseMethod):
     max_density: float | None = None
     recall_threshold: float = 0.8
     search_rows: int | None = None
-    warmup_lse: bool = False
+    warmup_lse: bool | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -180,8 +188,8 @@ class AdaSpa(SparseMethod):
             )
         if not 0.0 < self.recall_threshold < 1.0:
             raise ValueError(f"recall_threshold must be in (0, 1), got {self.recall_threshold}")
-        if not isinstance(self.warmup_lse, bool):
-            raise TypeError(f"warmup_lse must be True or False, got {self.warmup_lse!r}")
+        if self.warmup_lse is not None and not isinstance(self.warmup_lse, bool):
+            raise TypeError(f"warmup_lse must be True, False or None, got {self.warmup_lse!r}")
         rows = self.search_rows
         if rows is not None and (
             isinstance(rows, bool) or not isinstance(rows, int) or rows < 1 or rows & (rows - 1)
@@ -214,6 +222,12 @@ class AdaSpa(SparseMethod):
                 f"{self.block_size} tokens; using blocks of {block} for it.",
             )
         return block
+
+    def uses_warmup_lse(self, num_steps: int | None) -> bool:
+        """Whether a run of ``num_steps`` steps keeps the warm-up LSE (see ``warmup_lse``)."""
+        if self.warmup_lse is not None:
+            return self.warmup_lse
+        return num_steps is not None and num_steps >= WARMUP_LSE_MIN_STEPS
 
     # --- search ------------------------------------------------------------------------------
 
@@ -301,13 +315,13 @@ class AdaSpa(SparseMethod):
     def attend_dense(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall
     ) -> torch.Tensor | None:
-        """On the last dense step before this layer's first sparse one (with ``warmup_lse``),
+        """On the last dense step before this layer's first sparse one (`uses_warmup_lse`),
         compute the exact output with `dense_attention_with_lse` and keep the LSE for the first
         search; any other dense call runs the model's own attention (None). Reported as kind
         ``"dense-lse"``."""
         following = replace(call, step=call.step + 1, info={})
         if (
-            not self.warmup_lse
+            not self.uses_warmup_lse(call.num_steps)
             or (call.num_steps is not None and following.step >= call.num_steps)
             or self.runs_dense(following)
         ):

@@ -181,7 +181,8 @@ class SVGMasks:
         return self.band / self.layout.tokens_per_frame
 
     def plan(self, kinds: torch.Tensor) -> BlockPlan:
-        """The plan for head kinds ``[B, H]`` (0 spatial, 1 temporal): per head its perm and mask."""
+        """The plan for head kinds ``[B, H]`` (0 spatial, 1 temporal): per head its mask; the
+        temporal permutation is shared, and ``permuted`` marks the heads that use it."""
         kinds = kinds.long()
         return BlockPlan(
             self.kv_indices[kinds],
@@ -189,7 +190,7 @@ class SVGMasks:
             self.block,
             self.block,
             self.layout.seq_len,
-            perm=self.perms[kinds],
+            perm=self.perms[TEMPORAL][None, None],
             permuted=kinds == TEMPORAL,
         )
 

@@ -22,6 +22,7 @@ import torch
 # names, so either import order works.
 from .. import cli
 from ..methods import METHODS
+from ..utils import warn_once
 
 
 def _method_key(item: str, flag: str) -> tuple[str, str]:
@@ -131,9 +132,13 @@ def _bench(args: argparse.Namespace) -> int:
 
     def on_video(record, dense_frames, frames) -> None:
         name = f"{plots.slug(record.setting.label)}__{record.case.slug}.mp4"
-        plots.write_side_by_side(
-            out / "videos" / name, dense_frames, frames, record.setting.label, note, args.fps
-        )
+        try:
+            plots.write_side_by_side(
+                out / "videos" / name, dense_frames, frames, record.setting.label, note, args.fps
+            )
+        except (ImportError, RuntimeError, OSError) as error:
+            # The measurements stand without their videos.
+            warn_once("bench-videos", f"side-by-side videos are not written: {error}")
 
     result = run_bench(
         pipe,

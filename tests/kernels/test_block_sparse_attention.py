@@ -116,6 +116,28 @@ def test_heads_not_marked_permuted_are_read_in_place():
         dataclasses.replace(plan, permuted=permuted[:, :2])
 
 
+def test_one_shared_perm_with_per_head_flags_matches_per_head_perms():
+    g = generator()
+    q, k, v = qkv(2, 3, 200, 16, torch.float32, g, token_major=True)
+    plan = random_plan(2, 3, 200, 64, 32, g, perm=True)
+    shared = plan.perm[:1, :1]
+    permuted = torch.tensor([[True, False, True], [False, True, False]])
+    plan = dataclasses.replace(plan, perm=shared, permuted=permuted)
+    # The same plan spelled out head by head, with no flags: what the reference applies.
+    spelled = dataclasses.replace(
+        plan, perm=torch.where(permuted[..., None], shared, torch.arange(200)), permuted=None
+    )
+    out, lse = run_kernel(q, k, v, plan, 0.25)
+    assert_matches_reference(q, k, v, spelled, 0.25, out, lse)
+    with pytest.raises(ValueError, match="plan.permuted batch dim must be 1 or 1"):
+        block_sparse_attention(
+            q[:1],
+            k[:1],
+            v[:1],
+            dataclasses.replace(plan, kv_indices=plan.kv_indices[:1], kv_counts=plan.kv_counts[:1]),
+        )
+
+
 def test_token_major_strides_and_out_buffer():
     g = generator()
     q, k, v = qkv(1, 3, 150, 32, torch.float16, g, token_major=True)

@@ -10,7 +10,7 @@ from dit_sparse import TokenLayout
 from dit_sparse.kernels.reference import block_sparse_attention_reference
 from dit_sparse.methods import AttentionCall, resolve_method
 from dit_sparse.methods import adaspa as adaspa_module
-from dit_sparse.methods.adaspa import AdaSpa
+from dit_sparse.methods.adaspa import WARMUP_LSE_MIN_STEPS, AdaSpa
 from dit_sparse.methods.adaspa_select import (
     hierarchical_groups,
     hierarchical_levels,
@@ -107,7 +107,7 @@ def test_defaults_and_validation():
             AdaSpa(**options)
     with pytest.raises(TypeError, match="ints or floats"):
         AdaSpa(search_steps=(True,))
-    with pytest.raises(TypeError, match="warmup_lse must be True or False, got 'false'"):
+    with pytest.raises(TypeError, match="warmup_lse must be True, False or None, got 'false'"):
         AdaSpa(warmup_lse="false")
 
 
@@ -379,9 +379,23 @@ def test_warmup_lse_feeds_the_first_search():
     assert torch.allclose(outs[3], expected, atol=1e-5)
     # No warm-up LSE is kept where no sparse step follows: a dense layer, the final steps.
     for options, step in (({"dense_layers": 1}, 1), ({"dense_final_steps": 2}, 1)):
-        other = AdaSpa(dense_steps=2, block_size=16, **options)
+        other = AdaSpa(dense_steps=2, block_size=16, warmup_lse=True, **options)
         _, infos = drive(other, q, k, v, layout, [step], 4, {})
         assert infos == {}
+
+
+def test_warmup_lse_by_default_only_in_runs_of_many_steps():
+    layout = TokenLayout(8, 4, 4)
+    q, k, v = step_inputs(2, 128)
+    many = WARMUP_LSE_MIN_STEPS
+    method = AdaSpa(dense_steps=2, search_steps=(), block_size=16)
+    assert [method.uses_warmup_lse(n) for n in (many, many - 1, None)] == [True, False, False]
+    assert not AdaSpa(warmup_lse=False).uses_warmup_lse(50)
+    assert AdaSpa(warmup_lse=True).uses_warmup_lse(8)
+    _, infos = drive(method, q, k, v, layout, [1], many, {})
+    assert infos[1]["kind"] == "dense-lse"
+    _, infos = drive(method, q, k, v, layout, [1], many - 1, {})
+    assert infos == {}
 
 
 def test_search_output_is_exact_and_reuse_matches_the_reference():

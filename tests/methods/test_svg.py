@@ -97,13 +97,17 @@ def test_temporal_permutation_groups_positions_and_inverts_exactly():
     masks = SparseVideoGen().masks(layout)
     kinds = torch.tensor([[SPATIAL, TEMPORAL, TEMPORAL], [TEMPORAL, SPATIAL, SPATIAL]])
     plan = masks.plan(kinds)
-    assert plan.perm.shape == (2, 3, layout.seq_len)
-    assert torch.equal(plan.perm[0, 0], torch.arange(layout.seq_len))
-    assert torch.equal(plan.perm[1, 0], perm) and torch.equal(plan.perm[0, 2], perm)
+    # One shared permutation; the flags say which heads use it.
+    assert plan.perm.shape == (1, 1, layout.seq_len)
+    assert torch.equal(plan.permuted, kinds == TEMPORAL)
+    head_perms = plan.head_perms()
+    assert head_perms.shape == (2, 3, layout.seq_len)
+    assert torch.equal(head_perms[0, 0], torch.arange(layout.seq_len))
+    assert torch.equal(head_perms[1, 0], perm) and torch.equal(head_perms[0, 2], perm)
     x = torch.randn(2, 3, layout.seq_len, 8)
-    permuted = permute_tokens(x, plan.perm)
+    permuted = permute_tokens(x, head_perms)
     assert not torch.equal(permuted, x)
-    assert torch.equal(unpermute_tokens(permuted, plan.perm), x)
+    assert torch.equal(unpermute_tokens(permuted, head_perms), x)
 
 
 @pytest.mark.parametrize("layout", [TokenLayout(5, 4, 4), TokenLayout(5, 4, 4, text_len=8)])

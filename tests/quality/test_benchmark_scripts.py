@@ -44,10 +44,10 @@ def test_e2e_tiny(script, tmp_path, capsys):
         assert len(result["schedule"]) == doc["num_steps"] == 50
         assert result["speedup"] > 0 and result["amdahl_limit"] >= 1.0
         assert all(step["matches"] for step in result["steps"].values()), result["steps"]
-    # AdaSpa: the first search at step 10 (dense pass, then mass pass), a cached search later,
-    # reuse between.
-    assert list(results["adaspa"]["steps"]) == ["search", "reuse", "cached-search"]
-    assert results["adaspa"]["schedule"][:11] == ["dense"] * 10 + ["search"]
+    # AdaSpa at 50 steps: the last warm-up step keeps its LSE, the first search at step 10 is
+    # one dense pass with the mass fused in, a cached search later, reuse between.
+    assert list(results["adaspa"]["steps"]) == ["dense-lse", "search", "reuse", "cached-search"]
+    assert results["adaspa"]["schedule"][:11] == ["dense"] * 9 + ["dense-lse", "search"]
     assert "| dense |" in printed and "Amdahl limit" in printed
 
 

@@ -163,3 +163,23 @@ def test_sweeps_make_a_grid_and_options_apply_to_every_setting():
     ]
     with pytest.raises(ValueError, match="listed twice"):
         make_settings(["adaspa"], sweeps={"adaspa": {"sparsity": [0.8, 0.8]}})
+
+
+def test_without_a_video_writer_the_measurements_stand(tmp_path, monkeypatch):
+    import imageio.v2
+
+    def no_ffmpeg(*args, **kwargs):  # what imageio raises where imageio-ffmpeg is missing
+        raise ImportError("The `FFMPEG` plugin is not installed.")
+
+    monkeypatch.setattr(imageio.v2, "mimwrite", no_ffmpeg)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="side-by-side videos are not written.*FFMPEG"):
+        code = main(
+            ["bench", "--model", "tiny-wan", "--methods", "svg", *SIZE]
+            + ["--output-dir", str(out), "--prompt", "a red ball rolls left"]
+        )
+    assert code == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert not list(out.glob("videos/*"))  # nor half-written ones
+    sparse = doc["runs"][1]
+    assert sparse["error"] is None and math.isfinite(sparse["metrics"]["psnr"])
