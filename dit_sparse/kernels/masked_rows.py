@@ -260,7 +260,7 @@ def masked_row_errors(
         difference between the rows' output under that mask (softmax renormalised over the
         kept keys) and their exact output.
 
-    On CUDA one split-K Triton pass and a small torch merge; elsewhere the torch reference.
+    On CUDA one split-K Triton pass and a small Triton merge; elsewhere the torch reference.
     """
     check_qkv(q=q, k=k, v=v)
     scale = resolve_scale(scale, q.shape[-1])
