@@ -112,8 +112,11 @@ class BlockPlan:
         """fp32 ``[B|1, H]``: share of (query, key) token pairs each head computes."""
         q_sizes = _block_sizes(self.seq_len, self.block_q, self.kv_counts.device)
         k_sizes = _block_sizes(self.seq_len, self.block_k, self.kv_counts.device)
-        pairs = self.to_block_mask().float() * q_sizes[:, None] * k_sizes[None, :]
-        return pairs.sum((-1, -2)) / float(self.seq_len) ** 2
+        # From the listed blocks ([.., max_kv]), not the [.., nk] mask: AdaSpa reports it at
+        # every search step.
+        slots = torch.arange(self.max_kv, device=self.kv_counts.device)
+        listed = torch.where(slots < self.kv_counts[..., None], k_sizes[self.kv_indices.long()], 0)
+        return (listed.sum(-1) * q_sizes).sum(-1) / float(self.seq_len) ** 2
 
     @staticmethod
     def from_block_mask(

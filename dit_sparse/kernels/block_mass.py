@@ -7,6 +7,8 @@ row's attention that falls on key ``j`` is ``exp(q . k_j * scale - lse)`` exactl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ._runtime import (
@@ -38,69 +40,119 @@ _GPU_CONFIGS = {
 _INTERPRETER_CONFIG = KernelConfig(128, 128, 4, 1)
 
 
+# Rows one partial sum covers: one warp's rows of a tile in Triton's MMA layouts (Ampere and
+# Hopper), so adding them up takes shuffles within a warp only. Summing whole query blocks
+# across warps in the key loop put shared-memory round trips and barriers in every iteration.
+PARTIAL_ROWS = 16
+
+
+@dataclass(frozen=True)
+class MassPartials:
+    """Block-mass partial sums that the kernels store without atomics (so the result does not
+    depend on the order programs finish): ``sums[b, h, g, c]`` is the mass that the
+    ``group_rows`` rows of group ``g`` put on the ``chunk_keys`` keys of chunk ``c``. `total`
+    adds them up into query and key blocks. They take one fp32 per 16 rows and key chunk (0.9 GB
+    for Wan 720p's 40 heads and 64-key blocks, per batch item), for the length of one pass."""
+
+    sums: torch.Tensor
+    group_rows: int
+    chunk_keys: int
+    q_len: int
+    k_len: int
+    block_q: int
+    block_k: int
+
+    @classmethod
+    def allocate(
+        cls,
+        q: torch.Tensor,
+        k_len: int,
+        block_q: int,
+        block_k: int,
+        config: KernelConfig,
+        key_tile: int,
+    ) -> MassPartials:
+        """Sums for ``q`` ``[B, H, S, D]``'s rows against ``k_len`` keys, as programs of
+        ``config.block_m`` rows and ``config.block_n``-key tiles write them, visiting keys in
+        runs of ``key_tile`` (a multiple of ``config.block_n``)."""
+        batch, heads, q_len = q.shape[:3]
+        group_rows = min(PARTIAL_ROWS, block_q, config.block_m)
+        chunk_keys = min(config.block_n, block_k)
+        nq, nk = num_mass_blocks(q_len, k_len, block_q, block_k)
+        # The kernels store unmasked, every row group and key chunk their tiles reach (sums past
+        # the last row or key are zero); only what they do not reach is zeroed here.
+        rows_written = triton.cdiv(q_len, config.block_m) * config.block_m
+        keys_written = triton.cdiv(k_len, key_tile) * key_tile
+        sums = torch.empty(
+            batch, heads, max(nq * block_q, rows_written) // group_rows,
+            max(nk * block_k, keys_written) // chunk_keys, dtype=torch.float32, device=q.device,
+        )  # fmt: skip
+        sums[:, :, rows_written // group_rows :].zero_()
+        sums[..., keys_written // chunk_keys :].zero_()
+        return cls(sums, group_rows, chunk_keys, q_len, k_len, block_q, block_k)
+
+    def total(self) -> torch.Tensor:
+        """fp32 ``[B, H, nq, nk]``: each query block's mean row mass on each key block."""
+        batch, heads = self.sums.shape[:2]
+        nq, nk = num_mass_blocks(self.q_len, self.k_len, self.block_q, self.block_k)
+        groups, chunks = self.block_q // self.group_rows, self.block_k // self.chunk_keys
+        sums = self.sums[:, :, : nq * groups, : nk * chunks].reshape(
+            batch, heads, nq, groups, nk, chunks
+        )
+        rows = self.q_len - torch.arange(nq, device=sums.device) * self.block_q
+        return sums.sum((3, 5)) / rows.clamp(max=self.block_q)[:, None]
+
+
 @triton.jit
 def block_mass_rows(
     lse_ptr,
     stride_ls,
-    mass_ptr,
-    stride_mq,
+    sums_ptr,
+    stride_sg,
     pid_m,
     q_len,
-    num_q_blocks,
     BLOCK_M: tl.constexpr,
-    BLOCK_Q: tl.constexpr,
-    GROUPS: tl.constexpr,
+    GROUP_ROWS: tl.constexpr,
 ):
     """For a program's ``BLOCK_M`` rows: their LSE in log2 units (``+inf`` for rows past the
-    end or with LSE ``-inf``, so they add no mass), and for the ``GROUPS`` query blocks they
-    fall in, the output row pointers, which exist, and 1 / rows of each block."""
+    end or with LSE ``-inf``, so they add no mass), and the pointers to its row groups' sums."""
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_valid = offs_m < q_len
-    lse = tl.load(lse_ptr + offs_m * stride_ls, mask=row_valid, other=float("-inf"))
+    lse = tl.load(lse_ptr + offs_m * stride_ls, mask=offs_m < q_len, other=float("-inf"))
     lse2 = tl.where(lse > float("-inf"), lse * 1.4426950408889634, float("inf"))
-    q_blocks = (pid_m * BLOCK_M) // BLOCK_Q + tl.arange(0, GROUPS)
-    rows_in_block = tl.minimum(BLOCK_Q, q_len - q_blocks * BLOCK_Q).to(tl.float32)
-    inv_rows = 1.0 / tl.maximum(rows_in_block, 1.0)
-    return lse2, mass_ptr + q_blocks * stride_mq, q_blocks < num_q_blocks, inv_rows
+    groups = pid_m * (BLOCK_M // GROUP_ROWS) + tl.arange(0, BLOCK_M // GROUP_ROWS)
+    return lse2, sums_ptr + groups.to(tl.int64) * stride_sg
+
+
+@triton.jit
+def chunk_sums(p, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr):
+    """``[BLOCK_M, BLOCK_N // CHUNK]``: each row's sum of ``p`` over each ``CHUNK`` keys, within
+    a thread's registers and its quad. The dense pass that fuses the mass adds these up for its
+    softmax row sums instead of summing ``p`` a second time."""
+    if BLOCK_N == CHUNK:
+        return tl.expand_dims(tl.sum(p, 1), 1)
+    return tl.sum(tl.reshape(p, [BLOCK_M, BLOCK_N // CHUNK, CHUNK]), 2)
 
 
 @triton.jit
 def add_block_mass(
-    p,
+    sums,
     weight,
-    out_ptrs,
-    out_valid,
-    inv_rows,
+    group_ptrs,
     start,
-    num_k_blocks,
-    stride_mk,
+    stride_sc,
     BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    GROUPS: tl.constexpr,
-    ATOMIC: tl.constexpr,
+    GROUP_ROWS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    SPAN: tl.constexpr,
 ):
-    """Add one tile of probabilities ``p`` ``[BLOCK_M, BLOCK_N]`` (keys ``start..``), each row
-    scaled by ``weight`` ``[BLOCK_M]``, to the mass of its key blocks in the ``GROUPS`` output
-    rows ``out_ptrs`` (one per query block of the tile's rows; means via ``inv_rows``). Shared
-    by the mass pass and the dense pass that fuses it (`block_sparse_attention`)."""
-    # A tile covers SPAN key blocks, or 1/(BLOCK_K // BLOCK_N) of one.
-    SPAN: tl.constexpr = BLOCK_N // BLOCK_K if BLOCK_N > BLOCK_K else 1
-    # Sum along the keys first (within a thread's registers): [BLOCK_M, SPAN] per-row masses.
-    if SPAN == 1:
-        per_row = tl.expand_dims(tl.sum(p, 1), 1)
-    else:
-        per_row = tl.sum(tl.reshape(p, [BLOCK_M, SPAN, BLOCK_N // SPAN]), 2)
-    per_row = per_row * weight[:, None]
-    rows = tl.reshape(per_row, [GROUPS, BLOCK_M // GROUPS, SPAN])
-    mass = tl.sum(rows, 1) * inv_rows[:, None]
-    blocks = start // BLOCK_K + tl.arange(0, SPAN)
-    ptrs = out_ptrs[:, None] + blocks[None, :] * stride_mk
-    valid = out_valid[:, None] & (blocks[None, :] < num_k_blocks)
-    if ATOMIC:
-        tl.atomic_add(ptrs, mass, mask=valid)
-    else:
-        tl.store(ptrs, mass, mask=valid)
+    """Store one tile's share of the mass partial sums (`MassPartials`): its `chunk_sums`
+    ``[BLOCK_M, SPAN]`` (keys ``start..``), each row scaled by ``weight`` ``[BLOCK_M]``, summed
+    over each ``GROUP_ROWS`` rows (``group_ptrs``): shuffles within one warp. Shared by the
+    mass pass and the dense pass that fuses it (`block_sparse_attention`)."""
+    per_row = sums * weight[:, None]
+    groups = tl.sum(tl.reshape(per_row, [BLOCK_M // GROUP_ROWS, GROUP_ROWS, SPAN]), 1)
+    chunks = start // CHUNK + tl.arange(0, SPAN)
+    tl.store(group_ptrs[:, None] + chunks[None, :] * stride_sc, groups)
 
 
 @triton.jit
@@ -108,27 +160,22 @@ def _mass_tiles(
     q,
     lse2,
     k_ptr,
-    out_ptrs,
-    out_valid,
-    inv_rows,
+    group_ptrs,
     first,
     last,
     k_len,
-    num_k_blocks,
     qk_scale,
     stride_ks,
-    stride_mk,
+    stride_sc,
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    GROUPS: tl.constexpr,
+    GROUP_ROWS: tl.constexpr,
+    CHUNK: tl.constexpr,
     MASK: tl.constexpr,
-    ATOMIC: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """Mass of key tiles ``first..last`` (``BLOCK_N`` keys each) into the ``GROUPS`` output
-    rows ``out_ptrs`` (one per query block of the tile's rows)."""
+    """Mass of key tiles ``first..last`` (``BLOCK_N`` keys each) into the row groups' sums."""
     offs_n = tl.arange(0, BLOCK_N)
     ones = tl.full([BLOCK_M], 1.0, tl.float32)
     # A scalar base per tile plus loop-invariant 32-bit offsets: one instruction per address.
@@ -148,8 +195,8 @@ def _mass_tiles(
         if MASK:
             p = tl.where(pos[None, :] < k_len, p, 0.0)
         add_block_mass(
-            p, ones, out_ptrs, out_valid, inv_rows, t * BLOCK_N, num_k_blocks, stride_mk,
-            BLOCK_M, BLOCK_N, BLOCK_K, GROUPS, ATOMIC,
+            chunk_sums(p, BLOCK_M, BLOCK_N, CHUNK), ones, group_ptrs, t * BLOCK_N, stride_sc,
+            BLOCK_M, GROUP_ROWS, CHUNK, BLOCK_N // CHUNK,
         )  # fmt: skip
 
 
@@ -158,7 +205,7 @@ def _block_mass_fwd(
     Q,
     K,
     LSE,
-    MASS,
+    SUMS,
     stride_qb,
     stride_qh,
     stride_qs,
@@ -168,50 +215,42 @@ def _block_mass_fwd(
     stride_lb,
     stride_lh,
     stride_ls,
-    stride_mb,
-    stride_mh,
-    stride_mq,
-    stride_mk,
+    stride_sb,
+    stride_sh,
+    stride_sg,
+    stride_sc,
     heads,
     q_len,
     k_len,
-    num_q_blocks,
-    num_k_blocks,
     qk_scale,
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    BLOCK_Q: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    ATOMIC: tl.constexpr,
+    GROUP_ROWS: tl.constexpr,
+    CHUNK: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    # A program's BLOCK_M rows are GROUPS whole query blocks, or part of one (then ATOMIC).
-    GROUPS: tl.constexpr = BLOCK_M // BLOCK_Q if BLOCK_M > BLOCK_Q else 1
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // heads).to(tl.int64)
     h = (pid_bh % heads).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_valid = offs_m < q_len
     q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs
-    q = tl.load(q_ptrs + tl.arange(0, HEAD_DIM)[None, :], mask=row_valid[:, None], other=0.0)
-    lse2, out_ptrs, out_valid, inv_rows = block_mass_rows(
-        LSE + b * stride_lb + h * stride_lh, stride_ls, MASS + b * stride_mb + h * stride_mh,
-        stride_mq, pid_m, q_len, num_q_blocks, BLOCK_M, BLOCK_Q, GROUPS,
+    q = tl.load(q_ptrs + tl.arange(0, HEAD_DIM)[None, :], mask=offs_m[:, None] < q_len, other=0.0)
+    lse2, group_ptrs = block_mass_rows(
+        LSE + b * stride_lb + h * stride_lh, stride_ls, SUMS + b * stride_sb + h * stride_sh,
+        stride_sg, pid_m, q_len, BLOCK_M, GROUP_ROWS,
     )  # fmt: skip
     k_ptr = K + b * stride_kb + h * stride_kh
     tiles = tl.cdiv(k_len, BLOCK_N)
     full_tiles = k_len // BLOCK_N
     _mass_tiles(
-        q, lse2, k_ptr, out_ptrs, out_valid, inv_rows, 0, full_tiles, k_len, num_k_blocks,
-        qk_scale, stride_ks, stride_mk, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_K, GROUPS, False,
-        ATOMIC, DOT_PRECISION,
+        q, lse2, k_ptr, group_ptrs, 0, full_tiles, k_len, qk_scale, stride_ks, stride_sc,
+        HEAD_DIM, BLOCK_M, BLOCK_N, GROUP_ROWS, CHUNK, False, DOT_PRECISION,
     )  # fmt: skip
     _mass_tiles(
-        q, lse2, k_ptr, out_ptrs, out_valid, inv_rows, full_tiles, tiles, k_len, num_k_blocks,
-        qk_scale, stride_ks, stride_mk, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_K, GROUPS, True,
-        ATOMIC, DOT_PRECISION,
+        q, lse2, k_ptr, group_ptrs, full_tiles, tiles, k_len, qk_scale, stride_ks, stride_sc,
+        HEAD_DIM, BLOCK_M, BLOCK_N, GROUP_ROWS, CHUNK, True, DOT_PRECISION,
     )  # fmt: skip
 
 
@@ -287,29 +326,24 @@ def launch_block_attention_mass(
     """
     batch, heads, q_len, head_dim = q.shape
     k_len = k.shape[2]
-    # Tiles that split a query or key block add their partial sums atomically; a tile may also
-    # hold several whole query blocks (block_m > block_q).
-    atomic = config.block_m < block_q or config.block_n < block_k
-    nq, nk = num_mass_blocks(q_len, k_len, block_q, block_k)
-    alloc = torch.zeros if atomic else torch.empty
-    mass = alloc(batch, heads, nq, nk, dtype=torch.float32, device=q.device)
+    partials = MassPartials.allocate(q, k_len, block_q, block_k, config, config.block_n)
+    sums = partials.sums
     q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
     grid = (triton.cdiv(q_len, config.block_m), batch * heads)
     _block_mass_fwd[grid](
-        q, k, lse, mass,
-        *q.stride()[:3], *k.stride()[:3], *lse.stride(), *mass.stride(),
-        heads, q_len, k_len, nq, nk, scale * LOG2E,
+        q, k, lse, sums,
+        *q.stride()[:3], *k.stride()[:3], *lse.stride(), *sums.stride(),
+        heads, q_len, k_len, scale * LOG2E,
         HEAD_DIM=head_dim,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
-        BLOCK_Q=block_q,
-        BLOCK_K=block_k,
-        ATOMIC=atomic,
+        GROUP_ROWS=partials.group_rows,
+        CHUNK=partials.chunk_keys,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )  # fmt: skip
-    return mass
+    return partials.total()
 
 
 def num_mass_blocks(q_len: int, k_len: int, block_q: int, block_k: int) -> tuple[int, int]:

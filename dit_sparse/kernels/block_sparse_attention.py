@@ -31,7 +31,7 @@ from ._runtime import (
     triton_runs_on,
     warn_fallback,
 )
-from .block_mass import add_block_mass, block_mass_rows
+from .block_mass import MassPartials, add_block_mass, block_mass_rows, chunk_sums
 from .reference import block_sparse_attention_reference
 
 # Per head dim, for fp16/bf16 on CUDA. On an H100 (benchmarks/kernel.py --tune, D = 128) 128 x 128
@@ -74,27 +74,23 @@ def _attend_tiles(
     stride_ks,
     stride_vs,
     mass_lse2,
-    mass_ptrs,
-    mass_valid,
-    mass_inv_rows,
-    num_mass_k_blocks,
-    stride_mk,
+    mass_group_ptrs,
+    stride_sc,
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     MASK: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    MASS_BK: tl.constexpr,
-    MASS_GROUPS: tl.constexpr,
-    MASS_ATOMIC: tl.constexpr,
+    MASS_ROWS: tl.constexpr,
+    MASS_CHUNK: tl.constexpr,
 ):
     """Online-softmax update over key tiles ``first..last`` of this row's block list.
 
     Tile ``t`` is sub-tile ``t % (BLOCK_K // BLOCK_N)`` of the key block listed at
-    ``t // (BLOCK_K // BLOCK_N)``. ``MASK`` masks keys past the sequence end. With ``MASS_BK``
+    ``t // (BLOCK_K // BLOCK_N)``. ``MASK`` masks keys past the sequence end. With ``MASS_ROWS``
     (> 0) each tile's probabilities, rescaled from the running max to the cached LSE
-    ``mass_lse2``, are also added to the block attention mass (`add_block_mass`).
+    ``mass_lse2``, also go into the block-mass partial sums (`add_block_mass`).
     """
     sub_tiles: tl.constexpr = BLOCK_K // BLOCK_N
     offs_n = tl.arange(0, BLOCK_N)
@@ -133,16 +129,18 @@ def _attend_tiles(
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         p = tl.math.exp2(qk * qk_scale - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
-        m_i = m_new
-        if MASS_BK > 0:
+        if MASS_ROWS > 0:
+            sums = chunk_sums(p, BLOCK_M, BLOCK_N, MASS_CHUNK)
+            l_i = l_i * alpha + tl.sum(sums, 1)
             # exp(s - lse) = p * exp(m - lse): one factor per row, not per score.
             add_block_mass(
-                p, tl.math.exp2(m_new - mass_lse2), mass_ptrs, mass_valid, mass_inv_rows,
-                start, num_mass_k_blocks, stride_mk, BLOCK_M, BLOCK_N, MASS_BK, MASS_GROUPS,
-                MASS_ATOMIC,
+                sums, tl.math.exp2(m_new - mass_lse2), mass_group_ptrs, start, stride_sc,
+                BLOCK_M, MASS_ROWS, MASS_CHUNK, BLOCK_N // MASS_CHUNK,
             )  # fmt: skip
+        else:
+            l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
+        m_i = m_new
     return acc, l_i, m_i
 
 
@@ -200,7 +198,7 @@ def _block_sparse_attention_fwd(
     PERMUTED,
     KP,
     VP,
-    MASS,
+    MASS_SUMS,
     MASS_LSE,
     stride_qb,
     stride_qh,
@@ -228,12 +226,10 @@ def _block_sparse_attention_fwd(
     stride_mlb,
     stride_mlh,
     stride_mls,
-    stride_mb,
-    stride_mh,
-    stride_mq,
-    stride_mk,
-    num_mass_q_blocks,
-    num_mass_k_blocks,
+    stride_sb,
+    stride_sh,
+    stride_sg,
+    stride_sc,
     heads,
     seq_len,
     qk_scale,
@@ -246,10 +242,8 @@ def _block_sparse_attention_fwd(
     HAS_PERM: tl.constexpr,
     RETURN_LSE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    MASS_BQ: tl.constexpr,
-    MASS_BK: tl.constexpr,
-    MASS_GROUPS: tl.constexpr,
-    MASS_ATOMIC: tl.constexpr,
+    MASS_ROWS: tl.constexpr,
+    MASS_CHUNK: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -280,12 +274,12 @@ def _block_sparse_attention_fwd(
     q_ptrs = q_ptr + q_rows[:, None] * stride_qs + tl.arange(0, HEAD_DIM)[None, :]
     q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)
 
-    mass_lse2, mass_ptrs, mass_valid, mass_inv_rows = 0.0, MASS, False, 0.0
-    if MASS_BK > 0:
-        mass_lse2, mass_ptrs, mass_valid, mass_inv_rows = block_mass_rows(
+    mass_lse2, mass_group_ptrs = 0.0, MASS_SUMS
+    if MASS_ROWS > 0:
+        mass_lse2, mass_group_ptrs = block_mass_rows(
             MASS_LSE + b * stride_mlb + h * stride_mlh, stride_mls,
-            MASS + b * stride_mb + h * stride_mh, stride_mq, pid_m, seq_len, num_mass_q_blocks,
-            BLOCK_M, MASS_BQ, MASS_GROUPS,
+            MASS_SUMS + b * stride_sb + h * stride_sh, stride_sg, pid_m, seq_len, BLOCK_M,
+            MASS_ROWS,
         )  # fmt: skip
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -299,16 +293,14 @@ def _block_sparse_attention_fwd(
         unmasked = tl.maximum(tiles - BLOCK_K // BLOCK_N, 0)
     acc, l_i, m_i = _attend_tiles(
         acc, l_i, m_i, q, k_ptr, v_ptr, kv_idx_ptr, 0, unmasked, seq_len, qk_scale,
-        stride_ks_used, stride_vs_used, mass_lse2, mass_ptrs, mass_valid, mass_inv_rows,
-        num_mass_k_blocks, stride_mk, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_K, False, DOT_PRECISION,
-        MASS_BK, MASS_GROUPS, MASS_ATOMIC,
+        stride_ks_used, stride_vs_used, mass_lse2, mass_group_ptrs, stride_sc, HEAD_DIM,
+        BLOCK_M, BLOCK_N, BLOCK_K, False, DOT_PRECISION, MASS_ROWS, MASS_CHUNK,
     )  # fmt: skip
     if not EVEN_K:
         acc, l_i, m_i = _attend_tiles(
             acc, l_i, m_i, q, k_ptr, v_ptr, kv_idx_ptr, unmasked, tiles, seq_len, qk_scale,
-            stride_ks_used, stride_vs_used, mass_lse2, mass_ptrs, mass_valid, mass_inv_rows,
-            num_mass_k_blocks, stride_mk, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_K, True,
-            DOT_PRECISION, MASS_BK, MASS_GROUPS, MASS_ATOMIC,
+            stride_ks_used, stride_vs_used, mass_lse2, mass_group_ptrs, stride_sc, HEAD_DIM,
+            BLOCK_M, BLOCK_N, BLOCK_K, True, DOT_PRECISION, MASS_ROWS, MASS_CHUNK,
         )  # fmt: skip
 
     # A row with no key block (l = 0) gets O = 0 and LSE = -inf, as the reference does.
@@ -389,7 +381,7 @@ def launch_block_sparse_attention(
     mass: FusedMass | None = None,
 ) -> None:
     """Run the kernel into ``out`` (``[B, H, S, D]``) and ``lse`` (fp32 ``[B, H, S]``, or None),
-    adding the block attention mass into ``mass.out`` on the way if given.
+    storing the block-mass partial sums into ``mass.partials`` on the way if given.
 
     No validation: `block_sparse_attention` and `dense_attention_with_mass` check inputs first;
     benchmarks call this directly to try other configs.
@@ -415,15 +407,10 @@ def launch_block_sparse_attention(
             *k.stride()[:3], *v.stride()[:3], *perm_strides, heads, seq_len,
             HEAD_DIM=head_dim, BLOCK_S=_PERMUTE_ROWS, num_warps=4,
         )  # fmt: skip
-    mass_args: tuple = (None, None, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    mass_args: tuple = (None, None, 0, 0, 0, 0, 0, 0, 0)
     if mass is not None:
-        mass_args = (
-            mass.out,
-            mass.lse,
-            *mass.lse.stride(),
-            *mass.out.stride(),
-            *mass.out.shape[2:],
-        )
+        sums = mass.partials.sums
+        mass_args = (sums, mass.lse, *mass.lse.stride(), *sums.stride())
     grid = (triton.cdiv(seq_len, config.block_m), batch * heads)
     _block_sparse_attention_fwd[grid](
         q, k, v, out, lse, kv_indices, kv_counts, perm, permuted, k_perm, v_perm, *mass_args[:2],
@@ -439,15 +426,8 @@ def launch_block_sparse_attention(
         HAS_PERM=perm is not None,
         RETURN_LSE=lse is not None,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        MASS_BQ=0 if mass is None else mass.block_q,
-        MASS_BK=0 if mass is None else mass.block_k,
-        # A program's rows are MASS_GROUPS whole mass query blocks, or part of one (MASS_ATOMIC).
-        MASS_GROUPS=config.block_m // mass.block_q
-        if mass is not None and mass.block_q < config.block_m
-        else 1,
-        # Programs that split a mass block add their partial sums atomically.
-        MASS_ATOMIC=mass is not None
-        and (config.block_m < mass.block_q or config.block_n < mass.block_k),
+        MASS_ROWS=0 if mass is None else mass.partials.group_rows,
+        MASS_CHUNK=0 if mass is None else mass.partials.chunk_keys,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )  # fmt: skip
@@ -456,13 +436,11 @@ def launch_block_sparse_attention(
 @dataclass(frozen=True)
 class FusedMass:
     """Block attention mass for the kernel to add up as it goes (`dense_attention_with_mass`):
-    ``out`` fp32 zeros ``[B, H, nq, nk]`` for blocks of ``block_q`` x ``block_k`` tokens, and
-    the fp32 ``[B, H, S]`` LSE the probabilities are measured against (a cached one)."""
+    the partial sums to store (allocated for the launch's config), and the fp32 ``[B, H, S]``
+    LSE the probabilities are measured against (a cached one)."""
 
-    out: torch.Tensor
+    partials: MassPartials
     lse: torch.Tensor
-    block_q: int
-    block_k: int
 
 
 def _broadcast_strides(t: torch.Tensor, dims: int) -> tuple[int, ...]:

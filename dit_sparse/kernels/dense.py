@@ -7,7 +7,7 @@ import torch
 
 from ..plan import BlockPlan
 from ._runtime import INTERPRETED, check_qkv, resolve_scale, triton_runs_on, warn_fallback
-from .block_mass import block_attention_mass_inputs, num_mass_blocks
+from .block_mass import MassPartials, block_attention_mass_inputs
 from .block_sparse_attention import (
     FusedMass,
     block_sparse_attention,
@@ -75,12 +75,12 @@ def dense_attention_with_mass(
     plan = _dense_plan(q)
     out = torch.empty_like(q)
     new_lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
-    nq, nk = num_mass_blocks(q.shape[2], k.shape[2], block_q, block_k)
-    mass = torch.zeros(*q.shape[:2], nq, nk, dtype=torch.float32, device=q.device)
     config = default_config(q.shape[-1], plan.block_q, plan.block_k, q.device)
-    fused = FusedMass(mass, lse, block_q, block_k)
-    launch_block_sparse_attention(q, k, v, plan, scale, out, new_lse, config, fused)
-    return out.to(dtype), new_lse, mass
+    partials = MassPartials.allocate(q, k.shape[2], block_q, block_k, config, plan.block_k)
+    launch_block_sparse_attention(
+        q, k, v, plan, scale, out, new_lse, config, FusedMass(partials, lse)
+    )
+    return out.to(dtype), new_lse, partials.total()
 
 
 def _dense_plan(q: torch.Tensor) -> BlockPlan:

@@ -5,6 +5,8 @@ import torch
 from triton_interpreter import triton_interpreter  # noqa: F401 (selects the interpreter)
 
 from dit_sparse.kernels import block_attention_mass, dense_attention_with_mass
+from dit_sparse.kernels._runtime import KernelConfig
+from dit_sparse.kernels.block_mass import MassPartials
 from dit_sparse.kernels.reference import block_attention_mass_reference
 
 pytestmark = pytest.mark.usefixtures("triton_interpreter")
@@ -137,7 +139,7 @@ def test_bad_inputs_raise_with_what_is_accepted(change, error, match):
     "seq_len,block,dim,dtype",
     [
         (200, 64, 32, torch.float32),  # 128-row programs over two mass blocks, ragged end
-        (100, 32, 16, torch.float16),  # 16-token plan blocks: mass blocks split, added atomically
+        (100, 32, 16, torch.float16),  # 16-token plan blocks: mass blocks span tiles
         (300, 16, 64, torch.float32),  # a 128-key tile spans eight mass blocks
         (130, 128, 32, torch.float32),
     ],
@@ -171,3 +173,20 @@ def test_fused_mass_checks_its_inputs():
         dense_attention_with_mass(q, q, q, lse, 64, 48)
     with pytest.raises(ValueError, match="one shape"):
         dense_attention_with_mass(q, q, torch.zeros(1, 1, 32, 16), lse, 64, 64)
+
+
+def test_mass_partials_add_up_row_groups_and_key_chunks_into_blocks():
+    # 100 query rows in blocks of 32 (the last holds 4), 70 keys in blocks of 64; programs of
+    # 64 rows with 32-key tiles store sums per 16 rows and per 32 keys.
+    q = torch.zeros(1, 2, 100, 16)
+    partials = MassPartials.allocate(q, 70, 32, 64, KernelConfig(64, 32, 4, 1), key_tile=32)
+    assert partials.sums.shape == (1, 2, 8, 4)
+    assert (partials.group_rows, partials.chunk_keys) == (16, 32)
+    assert (partials.sums[..., 3:] == 0).all()  # keys 96..127: no tile reaches them
+    partials.sums[..., :3] = torch.rand(1, 2, 8, 3, generator=generator())
+    expected = torch.zeros(1, 2, 4, 2)
+    for i in range(4):
+        for j in range(2):
+            block = partials.sums[..., 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].sum((-1, -2))
+            expected[..., i, j] = block / min(32, 100 - 32 * i)
+    assert torch.allclose(partials.total(), expected)

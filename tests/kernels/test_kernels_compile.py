@@ -82,20 +82,20 @@ def _lower_all() -> None:
         "PERMUTED": "*u8",
         "KP": "*bf16",
         "VP": "*bf16",
-        "MASS": "*fp32",
+        "MASS_SUMS": "*fp32",
         "MASS_LSE": "*fp32",
         "qk_scale": "fp32",
     }
     base = dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=64, BLOCK_Q=128, BLOCK_K=128)
     base.update(EVEN_K=False, DOT_PRECISION="tf32")
-    plain = dict(HAS_PERM=False, RETURN_LSE=False, MASS_BQ=0, MASS_BK=0, MASS_GROUPS=1)
-    plain.update(MASS_ATOMIC=False, PERM=None, PERMUTED=None, KP=None, VP=None)
-    plain.update(MASS=None, MASS_LSE=None, LSE=None)
+    plain = dict(HAS_PERM=False, RETURN_LSE=False, MASS_ROWS=0, MASS_CHUNK=0)
+    plain.update(PERM=None, PERMUTED=None, KP=None, VP=None)
+    plain.update(MASS_SUMS=None, MASS_LSE=None, LSE=None)
     permuted = {**plain, "HAS_PERM": True, "RETURN_LSE": True}
     for name in ("PERM", "PERMUTED", "KP", "VP", "LSE"):
         del permuted[name]
-    fused_mass = dict(plain, RETURN_LSE=True, MASS_BQ=64, MASS_BK=64, MASS_GROUPS=2)
-    for name in ("MASS", "MASS_LSE", "LSE"):
+    fused_mass = dict(plain, RETURN_LSE=True, MASS_ROWS=16, MASS_CHUNK=64)
+    for name in ("MASS_SUMS", "MASS_LSE", "LSE"):
         del fused_mass[name]
     for variant in (plain, permuted, fused_mass):
         lower(attention._block_sparse_attention_fwd, {**base, **variant}, attention_types)
@@ -114,9 +114,9 @@ def _lower_all() -> None:
     )
     lower(
         block_mass._block_mass_fwd,
-        dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=64, BLOCK_Q=64, BLOCK_K=64, ATOMIC=False)
+        dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=128, GROUP_ROWS=16, CHUNK=64)
         | {"DOT_PRECISION": "tf32"},
-        {**qkv, "LSE": "*fp32", "MASS": "*fp32", "qk_scale": "fp32"},
+        {**qkv, "LSE": "*fp32", "SUMS": "*fp32", "qk_scale": "fp32"},
     )
     workspace = {"WS_M": "*fp32", "WS_L": "*fp32", "WS_ACC": "*fp32"}
     lower(
