@@ -120,9 +120,9 @@ class AdaSpa(SparseMethod):
             first search without a warm-up LSE) from this many evenly spaced rows of every
             query block (a power of two) instead of all of them (None, the default: the paper's
             exact search). 16 of a 64-token block makes the pass 0.17x of a dense pass instead
-            of 0.71x (H100, Wan 480p); on the trained ``wan-shapes`` model the chosen plans keep
-            0.6% less of the attention mass and the videos drift further from dense (PSNR 22.7
-            against 24.4 dB over 4 prompts, two-pass first search;
+            of 0.61-0.63x (H100, Wan 480p); on the trained ``wan-shapes`` model the chosen
+            plans keep 0.6% less of the attention mass and the videos drift further from dense
+            (PSNR 22.7 against 24.4 dB over 4 prompts, two-pass first search;
             ``benchmarks/search_rows.py``, ``bench-wan-shapes-search-rows-16``).
         dense_final_steps, dense_layers: the shared schedule (see `SparseMethod`).
 
