@@ -10,8 +10,8 @@ each row's log-sum-exp (LSE), barely change across denoising steps, so:
 - the first search computes exact attention (that step's output is exact) with its LSE, and
   the block attention mass: per (query block, key block) tile the sum of
   ``exp(q k * scale - LSE)``, from which the plan is chosen: a second pass with the step's
-  own LSE, as the paper describes (the default), or, with a warm-up step's LSE, out of the
-  same pass (`dense_attention_with_mass`);
+  own LSE, as the paper describes (without ``warmup_lse``), or, with a warm-up step's LSE, out
+  of the same pass (`dense_attention_with_mass`);
 - later searches (``search_steps``) reuse the LSE stored at the previous search and need only
   the mass pass (``search_rows`` estimates it from fewer rows); the new plan then computes
   that step's output;
@@ -106,16 +106,15 @@ class AdaSpa(SparseMethod):
             measures the block mass against it inside its dense pass instead of in a second
             pass: 1.35x a dense step instead of 1.70-1.80x at Wan 480p, 1.22-1.25x instead
             of 1.68-1.73x at 720p (H100, ``attention_layer-*.json``). The output is the same
-            exact attention either way; the plan
-            follows last step's LSE, which is as good as the step's own when steps are close
-            and not when they are far apart. On ``wan-shapes``
-            (``benchmarks/probes/stale_lse_plans.py``) at 20 and 50 steps every layer's heads
-            keep their levels and its plan the same mass (within 5e-4) with either LSE; at 8
-            steps one layer's heads changed level, its plan kept 39% of the mass instead of
-            47%, and the videos drifted further from dense (PSNR 21.8 against 24.4 dB;
-            ``bench-wan-shapes-warmup-lse``). Default
-            None: True for runs of at least `WARMUP_LSE_MIN_STEPS` steps, else False (the
-            paper's two passes); True or False forces it.
+            exact attention either way; the plan follows last step's LSE, which is as good as
+            the step's own when steps are close and not when they are far apart. On
+            ``wan-shapes`` (``benchmarks/probes/stale_lse_plans.py``) at 20 and 50 steps every
+            layer's heads keep their levels and its plan the same mass (within 5e-4) with
+            either LSE; at 8 steps one layer's heads changed level, its plan kept 39% of the
+            mass instead of 47%, and the videos drifted further from dense (PSNR 21.8 against
+            24.4 dB; ``bench-wan-shapes-warmup-lse``). Default None: True for runs of at least
+            `WARMUP_LSE_MIN_STEPS` steps, else False (the paper's two passes); True or False
+            forces it.
         search_rows: estimate the block mass of a separate mass pass (cached searches, and a
             first search without a warm-up LSE) from this many evenly spaced rows of every
             query block (a power of two) instead of all of them (None, the default: the paper's
