@@ -21,7 +21,7 @@ import torch
 from common import capture_wan_shapes, dense_lse, kept_coverage, write_results
 
 from dit_sparse.kernels import block_attention_mass
-from dit_sparse.methods.adaspa_select import normalize_mass
+from dit_sparse.kernels.reference import normalize_mass
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BLOCK = 64

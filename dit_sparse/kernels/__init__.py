@@ -1,6 +1,7 @@
 """Attention kernels over `BlockPlan`s (Triton on CUDA; torch references elsewhere)."""
 
 from .block_mass import block_attention_mass
+from .block_select import kept_blocks_ascending, rank_key_blocks
 from .block_sparse_attention import block_sparse_attention
 from .dense import dense_attention_with_lse, dense_attention_with_mass
 from .masked_rows import masked_row_errors
@@ -12,5 +13,7 @@ __all__ = [
     "block_sparse_attention_reference",
     "dense_attention_with_lse",
     "dense_attention_with_mass",
+    "kept_blocks_ascending",
     "masked_row_errors",
+    "rank_key_blocks",
 ]

@@ -214,3 +214,34 @@ def masked_row_errors_reference(
     masked = (kept.flatten(2, 3) @ vc).unflatten(2, (masks.shape[0], rows.numel()))
     masked = masked / kept.sum(-1).clamp_min(torch.finfo(compute).tiny)[..., None]
     return (masked - exact.unsqueeze(2)).square().mean((-1, -2))
+
+
+def normalize_mass(mass: torch.Tensor) -> torch.Tensor:
+    """Rescale each query-block row of block mass to sum to 1.
+
+    With the exact LSE the rows already do; with an LSE cached from an earlier step they sum
+    to about 1, and rescaling keeps coverage targets such as 0.95 reachable.
+    """
+    return mass / mass.sum(-1, keepdim=True).clamp_min(torch.finfo(mass.dtype).tiny)
+
+
+def rank_key_blocks_reference(
+    mass: torch.Tensor, forced: range, limit: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Torch `rank_key_blocks`: a stable descending sort with the forced blocks set to inf."""
+    score = mass.clone()
+    score[..., forced.start : forced.stop] = float("inf")
+    order = torch.sort(score, dim=-1, descending=True, stable=True).indices[..., :limit]
+    order = order.contiguous()  # frees the full [B, H, nq, nk] index tensor
+    return order, normalize_mass(mass).gather(-1, order).cumsum(-1)
+
+
+def kept_blocks_ascending_reference(
+    order: torch.Tensor, counts: torch.Tensor, max_kv: int
+) -> torch.Tensor:
+    """Torch `kept_blocks_ascending`: the first ``counts`` entries of each row sorted, the
+    other slots holding the largest index (so they sort last), then zeroed."""
+    take = torch.arange(max_kv, device=order.device) < counts.unsqueeze(-1)
+    last = torch.iinfo(order.dtype).max
+    index = torch.where(take, order[..., :max_kv], last).sort(-1).values
+    return torch.where(take, index, 0).to(torch.int32).contiguous()

@@ -48,7 +48,6 @@ from .adaspa_select import (
     hierarchical_levels,
     keep_count,
     kept_mass,
-    normalize_mass,
     plan_from_ranking,
     rank_blocks,
     text_key_blocks,
@@ -280,7 +279,6 @@ class AdaSpa(SparseMethod):
         """The plan and the coverage per head chosen from block mass ``[B, H, nq, nk]``."""
         seq_len = layout.seq_len
         block = self.block_for(seq_len)
-        mass = normalize_mass(mass)
         forced = text_key_blocks(layout, block)
         nk = mass.shape[-1]
         if self.coverage is not None:

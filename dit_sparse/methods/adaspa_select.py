@@ -1,10 +1,12 @@
 """AdaSpa's block selection: pure tensor functions from block attention mass to a `BlockPlan`.
 
 ``mass`` is fp32 ``[B, H, nq, nk]``: for query block ``i`` and key block ``j``, the mean over
-the rows of ``i`` of the attention probability that falls in ``j`` (each row sums to 1, see
-`normalize_mass`). Every selection works on one ranking per row (`rank_blocks`): forced
-blocks (text, the sink) first, then the others by descending mass, so "keep ``c`` blocks"
-always means "keep the first ``c`` of the ranking" and the mass kept is a prefix sum.
+the rows of ``i`` of the attention probability that falls in ``j`` (each row sums to about 1;
+kept mass is measured as a share of the row, `kernels.reference.normalize_mass`). Every selection works on one
+ranking per row (`rank_blocks`): forced blocks (text, the sink) first, then the others by
+descending mass, so "keep ``c`` blocks" always means "keep the first ``c`` of the ranking" and
+the mass kept is a prefix sum. The ranking and the plan's block lists come from
+`kernels.block_select` (Triton on the GPU).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels.block_select import kept_blocks_ascending, rank_key_blocks
 from ..layout import TokenLayout
 from ..plan import BlockPlan
 
@@ -41,30 +44,16 @@ def text_key_blocks(layout: TokenLayout, block: int) -> range:
     return range(text.start // block, (text.stop - 1) // block + 1)
 
 
-def normalize_mass(mass: torch.Tensor) -> torch.Tensor:
-    """Rescale each query-block row to sum to 1.
-
-    With the exact LSE the rows already do; with an LSE cached from an earlier step they sum
-    to about 1, and rescaling keeps coverage targets such as 0.95 reachable.
-    """
-    return mass / mass.sum(-1, keepdim=True).clamp_min(torch.finfo(mass.dtype).tiny)
-
-
 def rank_blocks(mass: torch.Tensor, forced: range, limit: int | None = None) -> RankedMass:
-    """Rank each row's key blocks: ``forced`` first, then by descending ``mass``.
+    """Rank each row's key blocks: ``forced`` first, then by descending ``mass`` (ties to the
+    lower index); the kept mass is a share of the row's total (`kernels.reference.normalize_mass`).
 
     ``limit`` keeps only the first ``limit`` of each row (no selection may keep more): the
     ranking is then ``[B, H, nq, limit]``, which the later steps read.
     """
     nk = mass.shape[-1]
-    score = mass.clone()
-    score[..., forced.start : forced.stop] = float("inf")
-    # A full sort of each row, then the first `limit`: on an H100 0.19 ms against topk's 0.31
-    # for Wan 480p's 6,144 rows of 512 blocks (keeping 153), and as fast at 720p (1,182);
-    # benchmarks/probes/gpu_checks-h100.json.
-    order = torch.sort(score, dim=-1, descending=True, stable=True).indices[..., :limit]
-    order = order.contiguous()  # frees the full [B, H, nq, nk] index tensor
-    return RankedMass(order, mass.gather(-1, order).cumsum(-1), len(forced), nk)
+    order, cum = rank_key_blocks(mass, forced, nk if limit is None else limit)
+    return RankedMass(order, cum, len(forced), nk)
 
 
 def keep_count(density: float, num_k_blocks: int, forced: int) -> int:
@@ -136,19 +125,8 @@ def plan_from_ranking(
     ``max_kv`` must be at least ``counts.max()``; passing a bound known on the host avoids a
     device sync. Kept indices are written ascending, as `BlockPlan` requires.
     """
-    nk = ranked.num_k_blocks
-    valid = torch.arange(max_kv, device=counts.device) < counts.unsqueeze(-1)
-    # Ascending without a sort: mark the kept blocks, then write each one's index at its rank
-    # among them (a running count); blocks not kept go to a spare last column. The marks and
-    # counts are [B, H, nq, nk] for a moment (about 1 GB at Wan 720p), at search steps only.
-    keep = torch.zeros(*counts.shape, nk, dtype=torch.bool, device=counts.device)
-    keep.scatter_(-1, ranked.order[..., :max_kv], valid)
-    slot = torch.where(keep, keep.cumsum(-1) - 1, max_kv)
-    indices = torch.zeros(*counts.shape, max_kv + 1, dtype=torch.int32, device=counts.device)
-    blocks = torch.arange(nk, dtype=torch.int32, device=counts.device).expand_as(slot)
-    indices = indices.scatter_(-1, slot, blocks)[..., :max_kv]
     return BlockPlan(
-        indices.contiguous(),
+        kept_blocks_ascending(ranked.order, counts, max_kv),
         counts.to(torch.int32).contiguous(),
         block,
         block,

@@ -19,7 +19,7 @@ def test_kernels_lower_to_triton_ir():
         [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "lowered 6 kernel variants; the chained comparison was rejected" in done.stdout
+    assert "lowered 8 kernel variants; the chained comparison was rejected" in done.stdout
 
 
 def _lower_all() -> None:
@@ -34,9 +34,9 @@ def _lower_all() -> None:
     from triton.compiler import ASTSource
 
     # The modules, not the functions of the same name that dit_sparse.kernels exports.
-    attention, block_mass, masked_rows = (
+    attention, block_mass, block_select, masked_rows = (
         importlib.import_module(f"dit_sparse.kernels.{name}")
-        for name in ("block_sparse_attention", "block_mass", "masked_rows")
+        for name in ("block_sparse_attention", "block_mass", "block_select", "masked_rows")
     )
 
     target = GPUTarget("cuda", 90, 32)
@@ -125,7 +125,17 @@ def _lower_all() -> None:
         {**qkv, "ROWS": "*i64", "KEEP": "*u8", **workspace, "qk_scale": "fp32"},
     )
     lower(masked_rows._merge_errors, dict(HEAD_DIM=128, ROW_TILE=16), {**workspace, "ERR": "*fp32"})
-    count += 3
+    lower(
+        block_select._rank_rows,
+        dict(NK=512, TINY=block_select._TINY, INF_BITS=block_select._INF_BITS),
+        {"MASS": "*fp32", "ORDER": "*i64", "CUM": "*fp32"},
+    )
+    lower(
+        block_select._ascending_rows,
+        dict(KV=256),
+        {"ORDER": "*i64", "COUNTS": "*i32", "OUT": "*i32"},
+    )
+    count += 5
     rejected_text = "was rejected" if rejected else "was NOT rejected"
     print(f"lowered {count} kernel variants; the chained comparison {rejected_text}")
 
