@@ -8,7 +8,8 @@ inputs of `attention_layer.py`).
 Per case: whether the ranking and the block lists agree with the torch references (rows whose
 order differs only through near-ties are counted, and the kept mass compared), and the GPU
 time (CUDA events around 20 back-to-back calls) of the ranking, the block lists and the whole
-`AdaSpa._select`, each both ways.
+`AdaSpa._select`, each both ways; then the ranking kernel alone (forced to run whatever the
+row length) under several warp counts.
 """
 
 import json
@@ -17,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
+import triton
 from attention_layer import LAYOUTS, make_qkv
 
 from dit_sparse.kernels import block_select, dense_attention_with_lse
@@ -97,6 +99,29 @@ for name, (layout, heads, _) in LAYOUTS.items():
                 lambda: gpu_ms(lambda: method._select(mass, layout, None))
             ),
         }
+        result["rows"].append(row)
+        print(row, flush=True)
+        out_path.write_text(json.dumps(result, indent=1))
+
+for name, (layout, heads, _) in LAYOUTS.items():
+    q, k, v = make_qkv("random", layout, heads, device, torch.bfloat16)
+    block = method.block_for(layout.seq_len)
+    _, lse = dense_attention_with_lse(q, k, v)
+    _, _, mass = dense_attention_with_mass(q, k, v, lse, block, block)
+    nk = mass.shape[-1]
+    limit = max(method._keep(1.0 - s, nk, 0) for s in adaspa_select.hierarchical_levels(0.8))
+    order = torch.empty(*mass.shape[:3], limit, dtype=torch.int64, device=device)
+    cum = torch.empty(*mass.shape[:3], limit, device=device)
+    for warps in (2, 4, 8, 16):
+
+        def launch():
+            block_select._rank_rows[(mass.numel() // nk,)](
+                mass, order, cum, nk, limit, 0, 0,
+                NK=triton.next_power_of_2(nk), TINY=block_select._TINY,
+                INF_BITS=block_select._INF_BITS, num_warps=warps,
+            )  # fmt: skip
+
+        row = {"layout": name, "kernel": "_rank_rows", "warps": warps, "ms": gpu_ms(launch)}
         result["rows"].append(row)
         print(row, flush=True)
         out_path.write_text(json.dumps(result, indent=1))

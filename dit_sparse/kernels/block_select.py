@@ -14,6 +14,11 @@ import torch
 from ._runtime import tl, triton, triton_runs_on, warn_fallback
 from .reference import kept_blocks_ascending_reference, rank_key_blocks_reference
 
+# One program sorts a whole row in registers. On an H100 that beats torch's segmented sort at
+# 512 blocks per row (Wan 480p: 0.09 against 0.24 ms) but not at 1,182 (Wan 720p, padded to
+# 2,048: 13.9 against 3.3 ms; benchmarks/probes/block_select-h100.json), so longer rows take
+# the torch sort, on the GPU as well.
+_MAX_SORTED_BLOCKS = 512
 # The float32 bit pattern of +inf: forced blocks rank above any mass.
 _INF_BITS = 0x7F800000
 _TINY = torch.finfo(torch.float32).tiny
@@ -67,6 +72,8 @@ def rank_key_blocks(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's first ``limit`` key blocks in the order AdaSpa keeps them, and their mass.
 
+    Triton for rows of up to `_MAX_SORTED_BLOCKS` blocks, torch's sort for longer ones.
+
     Args:
         mass: fp32 ``[B, H, nq, nk]``, non-negative (`block_attention_mass`).
         forced: key blocks ranked first whatever their mass (text, the sink), in index order.
@@ -86,6 +93,8 @@ def rank_key_blocks(
     if not triton_runs_on(mass.device):
         warn_fallback("rank_key_blocks", mass.device)
         return rank_key_blocks_reference(mass, forced, limit)
+    if triton.next_power_of_2(nk) > _MAX_SORTED_BLOCKS:
+        return rank_key_blocks_reference(mass, forced, limit)
     mass = mass.contiguous()
     order = torch.empty(*mass.shape[:3], limit, dtype=torch.int64, device=mass.device)
     cum = torch.empty(*mass.shape[:3], limit, dtype=torch.float32, device=mass.device)
@@ -102,7 +111,7 @@ def rank_key_blocks(
             NK=triton.next_power_of_2(nk),
             TINY=_TINY,
             INF_BITS=_INF_BITS,
-            num_warps=4 if nk <= 1024 else 8,
+            num_warps=4,
         )
     return order, cum
 
