@@ -1,11 +1,15 @@
 # ruff: noqa: B023, E402  (a probe, kept as it was run; its lambdas run at once)
 """GPU probe: the GPU kernels of AdaSpa's first search step (with the warm-up LSE) at Wan 480p,
 random and structured inputs, from the torch profiler: whether the step's time is kernel time.
+Then single calls between syncs, as `attention_layer.py` times a step: how long the call
+keeps the CPU (until `attend` returns) against the whole call, and where one call's CPU time
+goes.
 
     python benchmarks/probes/adaspa_search_step_profile.py OUT.txt
 """
 
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,4 +42,21 @@ for case in ("random", "structured"):
         torch.cuda.synchronize()
     lines.append(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12))
     print("\n".join(lines[-2:]), flush=True)
+    for _ in range(5):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        returned = time.perf_counter()
+        torch.cuda.synchronize()
+        done = time.perf_counter()
+        lines.append(
+            f"{case} single call: attend returned after {(returned - start) * 1e3:.3f} ms, "
+            f"done after {(done - start) * 1e3:.3f} ms"
+        )
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    lines.append(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
+    print("\n".join(lines[-6:]), flush=True)
 Path(sys.argv[1]).write_text("\n".join(lines) + "\n")
