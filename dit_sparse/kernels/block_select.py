@@ -16,8 +16,8 @@ from .reference import kept_blocks_ascending_reference, rank_key_blocks_referenc
 
 # One program sorts a whole row in registers. On an H100 that beats torch's segmented sort at
 # 512 blocks per row (Wan 480p: 0.09 against 0.24 ms) but not at 1,182 (Wan 720p, padded to
-# 2,048: 13.9 against 3.3 ms; benchmarks/probes/block_select-h100.json), so longer rows take
-# the torch sort, on the GPU as well.
+# 2,048: 7.8-13.9 ms by warp count against 3.3; benchmarks/probes/block_select-h100.json), so
+# longer rows take the torch sort, on the GPU as well.
 _MAX_SORTED_BLOCKS = 512
 # The float32 bit pattern of +inf: forced blocks rank above any mass.
 _INF_BITS = 0x7F800000
