@@ -2,8 +2,8 @@
 
 ``mass`` is fp32 ``[B, H, nq, nk]``: for query block ``i`` and key block ``j``, the mean over
 the rows of ``i`` of the attention probability that falls in ``j`` (each row sums to about 1;
-kept mass is measured as a share of the row, `kernels.reference.normalize_mass`). Every selection works on one
-ranking per row (`rank_blocks`): forced blocks (text, the sink) first, then the others by
+kept mass is a share of the row, `kernels.reference.normalize_mass`). Every selection works on
+one ranking per row (`rank_blocks`): forced blocks (text, the sink) first, then the others by
 descending mass, so "keep ``c`` blocks" always means "keep the first ``c`` of the ranking" and
 the mass kept is a prefix sum. The ranking and the plan's block lists come from
 `kernels.block_select` (Triton on the GPU).
@@ -46,7 +46,7 @@ def text_key_blocks(layout: TokenLayout, block: int) -> range:
 
 def rank_blocks(mass: torch.Tensor, forced: range, limit: int | None = None) -> RankedMass:
     """Rank each row's key blocks: ``forced`` first, then by descending ``mass`` (ties to the
-    lower index); the kept mass is a share of the row's total (`kernels.reference.normalize_mass`).
+    lower index); kept mass is a share of the row's total (`kernels.reference.normalize_mass`).
 
     ``limit`` keeps only the first ``limit`` of each row (no selection may keep more): the
     ranking is then ``[B, H, nq, limit]``, which the later steps read.
