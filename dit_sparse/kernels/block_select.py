@@ -93,7 +93,8 @@ def rank_key_blocks(
     if not triton_runs_on(mass.device):
         warn_fallback("rank_key_blocks", mass.device)
         return rank_key_blocks_reference(mass, forced, limit)
-    if triton.next_power_of_2(nk) > _MAX_SORTED_BLOCKS:
+    padded = triton.next_power_of_2(nk)
+    if padded > _MAX_SORTED_BLOCKS:
         return rank_key_blocks_reference(mass, forced, limit)
     mass = mass.contiguous()
     order = torch.empty(*mass.shape[:3], limit, dtype=torch.int64, device=mass.device)
@@ -108,7 +109,7 @@ def rank_key_blocks(
             limit,
             forced.start,
             forced.stop,
-            NK=triton.next_power_of_2(nk),
+            NK=padded,
             TINY=_TINY,
             INF_BITS=_INF_BITS,
             num_warps=4,

@@ -103,8 +103,8 @@ class AdaSpa(SparseMethod):
         warmup_lse: keep the LSE of the last dense warm-up step (its attention then runs
             `dense_attention_with_lse` instead of the model's own), so that the first search
             measures the block mass against it inside its dense pass instead of in a second
-            pass: 1.35x a dense step instead of 1.70-1.80x at Wan 480p, 1.22-1.25x instead
-            of 1.68-1.73x at 720p (H100, ``attention_layer-*.json``). The output is the same
+            pass: 1.27-1.34x a dense step instead of 1.70-1.72x at Wan 480p, 1.21-1.23x
+            instead of 1.67-1.73x at 720p (H100, ``attention_layer-*.json``). The output is the same
             exact attention either way; the plan follows last step's LSE, which is as good as
             the step's own when steps are close and not when they are far apart. On
             ``wan-shapes`` (``benchmarks/probes/stale_lse_plans.py``) at 20 and 50 steps every

@@ -125,9 +125,10 @@ def plan_from_ranking(
     ``max_kv`` must be at least ``counts.max()``; passing a bound known on the host avoids a
     device sync. Kept indices are written ascending, as `BlockPlan` requires.
     """
+    counts = counts.to(torch.int32).contiguous()
     return BlockPlan(
         kept_blocks_ascending(ranked.order, counts, max_kv),
-        counts.to(torch.int32).contiguous(),
+        counts,
         block,
         block,
         seq_len,

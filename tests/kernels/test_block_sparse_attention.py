@@ -70,7 +70,8 @@ def assert_matches_reference(q, k, v, plan, scale, out, lse):
     assert (out.double() - expected).abs().max() < tolerance
     empty = expected_lse == float("-inf")
     assert torch.equal(lse == float("-inf"), empty)
-    assert (lse.double() - expected_lse)[~empty].abs().max() < tolerance
+    # all(), not max(): a random plan may leave every row empty (then nothing is left to compare).
+    assert ((lse.double() - expected_lse)[~empty].abs() < tolerance).all()
 
 
 @pytest.mark.parametrize(
