@@ -28,6 +28,12 @@ class BlockPlan:
     the others read their tokens in place (default: every head). One shared permutation
     (``perm`` ``[1, 1, S]``) and per-head flags then describe a mix of kinds without a
     ``[B, H, S]`` copy; `head_perms` gives each head's effective permutation.
+
+    ``head_plans`` (optional, int ``[B|1, H]``) lets heads share a few plans: the plan tensors
+    then hold ``P`` plans along their head dim (``kv_indices`` ``[1, P, nq, max_kv]``,
+    ``perm`` ``[1, P|1, S]``, ``permuted`` ``[1, P]``) and head ``(b, h)`` runs plan
+    ``head_plans[b, h]``; the kernel looks it up, so choosing plans per head costs no copy.
+    Sparse VideoGen's two kinds are two such plans. `expanded` gives the per-head form.
     """
 
     kv_indices: torch.Tensor
@@ -37,6 +43,7 @@ class BlockPlan:
     seq_len: int
     perm: torch.Tensor | None = None
     permuted: torch.Tensor | None = None
+    head_plans: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.kv_indices.dim() != 4 or self.kv_counts.dim() != 3:
@@ -51,30 +58,64 @@ class BlockPlan:
                 f"BlockPlan has {self.kv_counts.shape[2]} query blocks, but seq_len "
                 f"{self.seq_len} with block_q {self.block_q} needs {self.num_q_blocks}"
             )
+        plans = self.kv_counts.shape[1]  # per-head lists, or the shared ones of head_plans
         if self.perm is not None and (
             self.perm.dim() != 3
             or self.perm.shape[-1] != self.seq_len
-            or self.perm.shape[1] not in (1, self.heads)
+            or self.perm.shape[1] not in (1, plans)
         ):
             raise ValueError(
-                f"BlockPlan.perm must be [B|1, {self.heads}|1, {self.seq_len}], "
+                f"BlockPlan.perm must be [B|1, {plans}|1, {self.seq_len}], "
                 f"got {tuple(self.perm.shape)}"
             )
         if self.permuted is not None and (
             self.perm is None
             or self.permuted.dtype != torch.bool
             or self.permuted.dim() != 2
-            or self.permuted.shape[1] != self.heads
+            or self.permuted.shape[1] != plans
         ):
             raise ValueError(
-                f"BlockPlan.permuted must be bool [B|1, {self.heads}] beside a perm, got "
+                f"BlockPlan.permuted must be bool [B|1, {plans}] beside a perm, got "
                 f"{self.permuted.dtype} {tuple(self.permuted.shape)}"
                 + ("" if self.perm is not None else " without a perm")
             )
+        if self.head_plans is not None:
+            shared = [t for t in (self.kv_counts, self.perm, self.permuted) if t is not None]
+            if (
+                self.head_plans.dim() != 2
+                or self.head_plans.dtype not in (torch.int32, torch.int64)
+                or any(t.shape[0] != 1 for t in shared)
+            ):
+                raise ValueError(
+                    "BlockPlan.head_plans must be int [B|1, H] over plans with a batch dim of "
+                    f"1, got {self.head_plans.dtype} {tuple(self.head_plans.shape)} over "
+                    f"{tuple(self.kv_counts.shape)}"
+                )
+
+    def expanded(self) -> BlockPlan:
+        """This plan with per-head tensors (``head_plans`` resolved); itself without them."""
+        if self.head_plans is None:
+            return self
+        index = self.head_plans.long()
+
+        def per_head(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[0][index]
+
+        return BlockPlan(
+            per_head(self.kv_indices),
+            per_head(self.kv_counts),
+            self.block_q,
+            self.block_k,
+            self.seq_len,
+            self.perm if self.perm is None or self.perm.shape[1] == 1 else per_head(self.perm),
+            per_head(self.permuted),
+        )
 
     def head_perms(self) -> torch.Tensor | None:
         """int64 ``[B|1, H, S]``: each head's permutation (the identity where ``permuted``
         is False), or None without ``perm``."""
+        if self.head_plans is not None:
+            return self.expanded().head_perms()
         if self.perm is None:
             return None
         perm = self.perm.long().expand(-1, self.heads, -1)
@@ -85,11 +126,11 @@ class BlockPlan:
 
     @property
     def batch(self) -> int:
-        return self.kv_counts.shape[0]
+        return (self.kv_counts if self.head_plans is None else self.head_plans).shape[0]
 
     @property
     def heads(self) -> int:
-        return self.kv_counts.shape[1]
+        return (self.kv_counts if self.head_plans is None else self.head_plans).shape[1]
 
     @property
     def num_q_blocks(self) -> int:
@@ -110,6 +151,8 @@ class BlockPlan:
 
     def density_per_head(self) -> torch.Tensor:
         """fp32 ``[B|1, H]``: share of (query, key) token pairs each head computes."""
+        if self.head_plans is not None:
+            return self.expanded().density_per_head()
         q_sizes = _block_sizes(self.seq_len, self.block_q, self.kv_counts.device)
         k_sizes = _block_sizes(self.seq_len, self.block_k, self.kv_counts.device)
         # From the listed blocks ([.., max_kv]), not the [.., nk] mask: AdaSpa reports it at
@@ -154,6 +197,8 @@ class BlockPlan:
 
     def to_block_mask(self) -> torch.Tensor:
         """``bool[B|1, H, nq, nk]``: True where a (query block, key block) pair is computed."""
+        if self.head_plans is not None:
+            return self.expanded().to_block_mask()
         slots = torch.arange(self.max_kv, device=self.kv_counts.device)
         valid = slots < self.kv_counts[..., None]
         # Padding slots land in a spare last column, which is dropped.
@@ -176,6 +221,8 @@ class BlockPlan:
 
         if self.perm is not None:
             raise ValueError("a plan with perm has no BlockMask form; permute q, k, v first")
+        if self.head_plans is not None:
+            return self.expanded().to_flex_block_mask()
         mask = self.to_block_mask()
         partial = torch.zeros_like(mask)
         if self.seq_len % self.block_k:
@@ -196,7 +243,9 @@ class BlockPlan:
         )
 
     def to(self, device: torch.device | str) -> BlockPlan:
-        perm, permuted = (None if t is None else t.to(device) for t in (self.perm, self.permuted))
+        perm, permuted, head_plans = (
+            None if t is None else t.to(device) for t in (self.perm, self.permuted, self.head_plans)
+        )
         return BlockPlan(
             self.kv_indices.to(device),
             self.kv_counts.to(device),
@@ -205,6 +254,7 @@ class BlockPlan:
             self.seq_len,
             perm,
             permuted,
+            head_plans,
         )
 
 

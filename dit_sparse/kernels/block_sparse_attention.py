@@ -145,6 +145,15 @@ def _attend_tiles(
 
 
 @triton.jit
+def _plan_head(HEAD_PLANS, b, h, stride_hb, stride_hh, HAS_HEAD_PLANS: tl.constexpr):
+    """Which of the plan tensors' heads head ``(b, h)`` runs: its own, or its ``head_plans``
+    entry (the plan tensors' batch strides are then 0)."""
+    if HAS_HEAD_PLANS:
+        return tl.load(HEAD_PLANS + b * stride_hb + h * stride_hh).to(tl.int64)
+    return h
+
+
+@triton.jit
 def _permute_kv(
     K,
     V,
@@ -152,6 +161,7 @@ def _permute_kv(
     VP,
     PERM,
     PERMUTED,
+    HEAD_PLANS,
     stride_kb,
     stride_kh,
     stride_ks,
@@ -162,10 +172,13 @@ def _permute_kv(
     stride_ph,
     stride_fb,
     stride_fh,
+    stride_hb,
+    stride_hh,
     heads,
     seq_len,
     HEAD_DIM: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    HAS_HEAD_PLANS: tl.constexpr,
 ):
     """``KP[b, h, p] = K[b, h, perm[b, h, p]]`` (and V) for the heads ``PERMUTED`` marks;
     KP and VP are contiguous ``[B, H, S, D]``."""
@@ -173,10 +186,11 @@ def _permute_kv(
     pid_bh = tl.program_id(1)
     b = (pid_bh // heads).to(tl.int64)
     h = (pid_bh % heads).to(tl.int64)
-    if tl.load(PERMUTED + b * stride_fb + h * stride_fh) != 0:
+    plan_h = _plan_head(HEAD_PLANS, b, h, stride_hb, stride_hh, HAS_HEAD_PLANS)
+    if tl.load(PERMUTED + b * stride_fb + plan_h * stride_fh) != 0:
         offs = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
         valid = offs < seq_len
-        rows = tl.load(PERM + b * stride_pb + h * stride_ph + offs, mask=valid, other=0)
+        rows = tl.load(PERM + b * stride_pb + plan_h * stride_ph + offs, mask=valid, other=0)
         offs_d = tl.arange(0, HEAD_DIM)
         k = tl.load(K + b * stride_kb + h * stride_kh + rows[:, None] * stride_ks + offs_d[None, :])
         v = tl.load(V + b * stride_vb + h * stride_vh + rows[:, None] * stride_vs + offs_d[None, :])
@@ -196,6 +210,7 @@ def _block_sparse_attention_fwd(
     KV_CNT,
     PERM,
     PERMUTED,
+    HEAD_PLANS,
     KP,
     VP,
     MASS_SUMS,
@@ -222,6 +237,8 @@ def _block_sparse_attention_fwd(
     stride_ph,
     stride_fb,
     stride_fh,
+    stride_hb,
+    stride_hh,
     stride_copy_s,
     stride_mlb,
     stride_mlh,
@@ -240,6 +257,7 @@ def _block_sparse_attention_fwd(
     BLOCK_K: tl.constexpr,
     EVEN_K: tl.constexpr,
     HAS_PERM: tl.constexpr,
+    HAS_HEAD_PLANS: tl.constexpr,
     RETURN_LSE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     MASS_ROWS: tl.constexpr,
@@ -253,9 +271,10 @@ def _block_sparse_attention_fwd(
     k_ptr = K + b * stride_kb + h * stride_kh
     v_ptr = V + b * stride_vb + h * stride_vh
     # The plan's strides are 0 along the dims it broadcasts.
+    plan_h = _plan_head(HEAD_PLANS, b, h, stride_hb, stride_hh, HAS_HEAD_PLANS)
     q_block = pid_m // (BLOCK_Q // BLOCK_M)
-    kv_idx_ptr = KV_IDX + b * stride_ib + h * stride_ih + q_block * stride_iq
-    count = tl.load(KV_CNT + b * stride_cb + h * stride_ch + q_block * stride_cq)
+    kv_idx_ptr = KV_IDX + b * stride_ib + plan_h * stride_ih + q_block * stride_iq
+    count = tl.load(KV_CNT + b * stride_cb + plan_h * stride_ch + q_block * stride_cq)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_valid = offs_m < seq_len
@@ -263,9 +282,9 @@ def _block_sparse_attention_fwd(
     stride_ks_used = stride_ks
     stride_vs_used = stride_vs
     if HAS_PERM:  # noqa: SIM102 (a constexpr guard; the inner test runs on the device)
-        if tl.load(PERMUTED + b * stride_fb + h * stride_fh) != 0:
+        if tl.load(PERMUTED + b * stride_fb + plan_h * stride_fh) != 0:
             # Q rows through the permutation; K and V from their permuted copies.
-            perm_rows = tl.load(PERM + b * stride_pb + h * stride_ph + offs_m, mask=row_valid)
+            perm_rows = tl.load(PERM + b * stride_pb + plan_h * stride_ph + offs_m, mask=row_valid)
             q_rows = perm_rows.to(tl.int32)
             k_ptr = KP + pid_bh.to(tl.int64) * seq_len * stride_copy_s
             v_ptr = VP + pid_bh.to(tl.int64) * seq_len * stride_copy_s
@@ -334,7 +353,8 @@ def block_sparse_attention(
             ``D`` in 16, 32, 64, 128, 256. Any strides with a contiguous last dim.
         plan: ``seq_len == S``; its batch and head dims are ``B``/``H`` or 1 (broadcast).
             With ``plan.perm`` the plan is in permuted token order; O and LSE still come back
-            in the original order.
+            in the original order. ``plan.head_plans`` entries are not bounds-checked (that
+            would cost a device sync).
         scale: score scale, default ``1 / sqrt(D)``; must be positive.
         return_lse: also return the natural-log log-sum-exp of each row's scaled scores.
         out: optional ``[B, H, S, D]`` buffer of q's dtype and device to write O into.
@@ -392,6 +412,8 @@ def launch_block_sparse_attention(
         plan.kv_indices if plan.kv_indices.stride(-1) == 1 else plan.kv_indices.contiguous()
     )
     kv_counts = plan.kv_counts
+    head_plans = plan.head_plans
+    head_plan_strides = (0, 0) if head_plans is None else _broadcast_strides(head_plans, 2)
     perm, permuted, k_perm, v_perm = plan.perm, None, None, None
     perm_strides = (0, 0, 0, 0)
     if perm is not None:
@@ -403,9 +425,10 @@ def launch_block_sparse_attention(
         v_perm = torch.empty_like(k_perm)
         perm_strides = (*_broadcast_strides(perm, 2), *_broadcast_strides(permuted, 2))
         _permute_kv[(triton.cdiv(seq_len, _PERMUTE_ROWS), batch * heads)](
-            k, v, k_perm, v_perm, perm, permuted,
-            *k.stride()[:3], *v.stride()[:3], *perm_strides, heads, seq_len,
-            HEAD_DIM=head_dim, BLOCK_S=_PERMUTE_ROWS, num_warps=4,
+            k, v, k_perm, v_perm, perm, permuted, head_plans,
+            *k.stride()[:3], *v.stride()[:3], *perm_strides, *head_plan_strides, heads, seq_len,
+            HEAD_DIM=head_dim, BLOCK_S=_PERMUTE_ROWS, HAS_HEAD_PLANS=head_plans is not None,
+            num_warps=4,
         )  # fmt: skip
     mass_args: tuple = (None, None, 0, 0, 0, 0, 0, 0, 0)
     if mass is not None:
@@ -413,10 +436,10 @@ def launch_block_sparse_attention(
         mass_args = (sums, mass.lse, *mass.lse.stride(), *sums.stride())
     grid = (triton.cdiv(seq_len, config.block_m), batch * heads)
     _block_sparse_attention_fwd[grid](
-        q, k, v, out, lse, kv_indices, kv_counts, perm, permuted, k_perm, v_perm, *mass_args[:2],
-        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
+        q, k, v, out, lse, kv_indices, kv_counts, perm, permuted, head_plans, k_perm, v_perm,
+        *mass_args[:2], *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 3), *perm_strides,
-        head_dim, *mass_args[2:], heads, seq_len, scale * LOG2E,
+        *head_plan_strides, head_dim, *mass_args[2:], heads, seq_len, scale * LOG2E,
         HEAD_DIM=head_dim,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
@@ -424,6 +447,7 @@ def launch_block_sparse_attention(
         BLOCK_K=plan.block_k,
         EVEN_K=seq_len % plan.block_k == 0,
         HAS_PERM=perm is not None,
+        HAS_HEAD_PLANS=head_plans is not None,
         RETURN_LSE=lse is not None,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         MASS_ROWS=0 if mass is None else mass.partials.group_rows,
@@ -474,7 +498,7 @@ def _check_inputs(
             raise ValueError(f"plan.{name} batch dim must be 1 or {batch}, got {t.shape[0]}")
     check_block("plan.block_q", plan.block_q)
     check_block("plan.block_k", plan.block_k)
-    plan_tensors = [plan.kv_indices, plan.kv_counts, plan.perm, plan.permuted]
+    plan_tensors = [plan.kv_indices, plan.kv_counts, plan.perm, plan.permuted, plan.head_plans]
     for t in (t for t in plan_tensors if t is not None):
         if t.device != q.device:
             raise ValueError(f"plan is on {t.device} but q is on {q.device}: use plan.to(device)")

@@ -53,6 +53,7 @@ def block_sparse_attention_reference(
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     qc, kc, vc = (t.to(compute) for t in (q, k, v))
+    plan = plan.expanded()
     perm = plan.head_perms()
     if perm is not None:
         qc, kc, vc = (permute_tokens(t, perm) for t in (qc, kc, vc))

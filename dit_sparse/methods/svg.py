@@ -132,15 +132,23 @@ class SparseVideoGen(SparseMethod):
     def sample_rows(
         self, layout: TokenLayout, device: torch.device | str, generator: torch.Generator | None
     ) -> torch.Tensor:
-        """int64 ``[R]``: one random video row per each of ``R`` equal strata of the video."""
+        """int64 ``[R]`` on ``device``: one random video row per each of ``R`` equal strata.
+
+        Drawn on the CPU (``generator`` is a CPU generator; None seeds one with ``seed``), so
+        a seed picks the same rows on every device; a GPU gets them in one copy that does not
+        wait for the device.
+        """
         count = min(self.num_sampled_rows, layout.video_tokens)
-        edges = torch.arange(count + 1, device=device) * layout.video_tokens // count
+        edges = torch.arange(count + 1) * layout.video_tokens // count
         sizes = edges[1:] - edges[:-1]
         if generator is None:
-            generator = torch.Generator(device).manual_seed(self.seed)
-        draw = torch.rand(count, generator=generator, device=device)
+            generator = torch.Generator().manual_seed(self.seed)
+        draw = torch.rand(count, generator=generator)
         offsets = torch.minimum((draw * sizes).long(), sizes - 1)  # rounding could reach size
-        return layout.video_start + edges[:-1] + offsets
+        rows = layout.video_start + edges[:-1] + offsets
+        # From pageable memory a non-blocking copy is staged at once: no sync, and the CPU
+        # tensor may go.
+        return rows.to(device, non_blocking=True)
 
     def sampled_errors(
         self,
@@ -155,15 +163,16 @@ class SparseVideoGen(SparseMethod):
         """fp32 ``[B, H, 2]``: mean squared error of the sampled rows' output under each kind.
 
         ``q, k, v`` are ``[B, H, S, D]``; index the last dimension with `SPATIAL`/`TEMPORAL`.
-        On CUDA one split-K Triton pass reads K and V once (`masked_row_errors`); no device
-        sync.
+        On CUDA one split-K Triton pass (`masked_row_errors`) reads K and V once from memory;
+        no device sync.
         """
         _check_qkv(q, k, v, layout)
         masks = self.masks(layout, q.device)
         rows = self.sample_rows(layout, q.device, generator)
         return masked_row_errors(
-            q, k, v, rows, masks.token_blocks, masks.block_masks, scale=scale
-        ).float()
+            q, k, v, rows, masks.token_blocks, masks.block_masks, scale=scale,
+            keep_bits=masks.keep_bits,
+        ).float()  # fmt: skip
 
     def classify(
         self,
@@ -189,7 +198,7 @@ class SparseVideoGen(SparseMethod):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall
     ) -> torch.Tensor:
         masks = self.masks(call.layout, q.device)
-        generator = torch.Generator(q.device).manual_seed(
+        generator = torch.Generator().manual_seed(
             self.seed + 1_000_003 * call.step + 10_007 * call.layer
         )
         kinds = self.classify(q, k, v, call.layout, scale=call.scale, generator=generator)

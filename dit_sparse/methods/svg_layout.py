@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels.masked_rows import pack_keep_bits
 from ..kernels.reference import rows_token_masks
 from ..layout import TokenLayout
 from ..plan import BlockPlan, num_blocks
@@ -162,7 +163,10 @@ class SVGMasks:
         block_masks: bool ``[2, nq, nk]``, each in its kind's token order.
         perms: int64 ``[2, S]``: the identity and `temporal_permutation`.
         token_blocks: int64 ``[2, S]``: the block of each original token in each kind's order.
-        kv_indices, kv_counts: int32 ``[2, nq, max_kv]`` and ``[2, nq]``, a `BlockPlan`'s lists.
+        keep_bits: uint8, `pack_keep_bits` of both masks, for the profiling kernel.
+        kinds_permuted: bool ``[1, 2]``: which kind's plan reads through the permutation.
+        kv_indices, kv_counts: int32 ``[1, 2, nq, max_kv]`` and ``[1, 2, nq]``: both kinds'
+            lists, as the two shared plans of `plan`.
         densities: fp32 ``[2]``: share of token pairs each kind computes.
     """
 
@@ -172,6 +176,8 @@ class SVGMasks:
     block_masks: torch.Tensor
     perms: torch.Tensor
     token_blocks: torch.Tensor
+    keep_bits: torch.Tensor
+    kinds_permuted: torch.Tensor
     kv_indices: torch.Tensor
     kv_counts: torch.Tensor
     densities: torch.Tensor
@@ -181,17 +187,18 @@ class SVGMasks:
         return self.band / self.layout.tokens_per_frame
 
     def plan(self, kinds: torch.Tensor) -> BlockPlan:
-        """The plan for head kinds ``[B, H]`` (0 spatial, 1 temporal): per head its mask; the
-        temporal permutation is shared, and ``permuted`` marks the heads that use it."""
-        kinds = kinds.long()
+        """The plan for head kinds int ``[B, H]`` (0 spatial, 1 temporal): both kinds' lists
+        as two shared plans that each head picks by its kind (``head_plans``, no copy), and the
+        temporal permutation for the temporal one."""
         return BlockPlan(
-            self.kv_indices[kinds],
-            self.kv_counts[kinds],
+            self.kv_indices,
+            self.kv_counts,
             self.block,
             self.block,
             self.layout.seq_len,
             perm=self.perms[TEMPORAL][None, None],
-            permuted=kinds == TEMPORAL,
+            permuted=self.kinds_permuted,
+            head_plans=kinds,
         )
 
     def density(self, kinds: torch.Tensor) -> torch.Tensor:
@@ -235,7 +242,9 @@ def build_masks(
         block_masks=block_masks,
         perms=torch.stack([identity, perm]),
         token_blocks=token_blocks,
-        kv_indices=plan.kv_indices[0],
-        kv_counts=plan.kv_counts[0],
+        keep_bits=pack_keep_bits(token_blocks, block_masks),
+        kinds_permuted=torch.tensor([[False, True]], device=device),
+        kv_indices=plan.kv_indices,
+        kv_counts=plan.kv_counts,
         densities=plan.density_per_head()[0],
     )

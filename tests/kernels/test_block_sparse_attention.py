@@ -139,6 +139,35 @@ def test_one_shared_perm_with_per_head_flags_matches_per_head_perms():
         )
 
 
+@pytest.mark.parametrize("heads_batch", [1, 2])
+def test_heads_pick_shared_plans_as_if_each_had_its_own(heads_batch):
+    """``head_plans``: three shared plans, the last two permuted, picked per head in the
+    kernel; O and LSE equal the kernel's and the reference's on the expanded per-head plan."""
+    g = generator()
+    q, k, v = qkv(2, 4, 150, 32, torch.float32, g)
+    shared = random_plan(1, 3, 150, 32, 16, g, perm=True)
+    pick = torch.randint(0, 3, (heads_batch, 4), generator=g)
+    plan = BlockPlan(
+        shared.kv_indices, shared.kv_counts, 32, 16, 150, perm=shared.perm,
+        permuted=torch.tensor([[False, True, True]]), head_plans=pick,
+    )  # fmt: skip
+    expanded = plan.expanded()
+    assert expanded.kv_indices.shape == (heads_batch, 4, *shared.kv_indices.shape[2:])
+    assert torch.equal(expanded.permuted, pick > 0)
+    out, lse = block_sparse_attention(q, k, v, plan, return_lse=True)
+    own_out, own_lse = block_sparse_attention(q, k, v, expanded, return_lse=True)
+    assert torch.allclose(out, own_out, atol=1e-6) and torch.equal(lse.isinf(), own_lse.isinf())
+    ref_out, ref_lse = block_sparse_attention_reference(
+        q.double(), k.double(), v.double(), plan, return_lse=True
+    )
+    assert (out.double() - ref_out).abs().max() < TOLERANCE[torch.float32]
+    finite = ref_lse.isfinite()
+    assert torch.equal(lse.isfinite(), finite)
+    assert (lse.double() - ref_lse)[finite].abs().max() < TOLERANCE[torch.float32]
+    with pytest.raises(ValueError, match=r"head_plans must be int \[B\|1, H\]"):
+        dataclasses.replace(plan, head_plans=pick.float())
+
+
 def test_token_major_strides_and_out_buffer():
     g = generator()
     q, k, v = qkv(1, 3, 150, 32, torch.float16, g, token_major=True)

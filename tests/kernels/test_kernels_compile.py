@@ -80,6 +80,7 @@ def _lower_all() -> None:
         "KV_CNT": "*i32",
         "PERM": "*i64",
         "PERMUTED": "*u8",
+        "HEAD_PLANS": "*i64",
         "KP": "*bf16",
         "VP": "*bf16",
         "MASS_SUMS": "*fp32",
@@ -88,11 +89,12 @@ def _lower_all() -> None:
     }
     base = dict(HEAD_DIM=128, BLOCK_M=128, BLOCK_N=64, BLOCK_Q=128, BLOCK_K=128)
     base.update(EVEN_K=False, DOT_PRECISION="tf32")
-    plain = dict(HAS_PERM=False, RETURN_LSE=False, MASS_ROWS=0, MASS_CHUNK=0)
-    plain.update(PERM=None, PERMUTED=None, KP=None, VP=None)
+    plain = dict(HAS_PERM=False, HAS_HEAD_PLANS=False, RETURN_LSE=False, MASS_ROWS=0)
+    plain.update(MASS_CHUNK=0, PERM=None, PERMUTED=None, HEAD_PLANS=None, KP=None, VP=None)
     plain.update(MASS_SUMS=None, MASS_LSE=None, LSE=None)
-    permuted = {**plain, "HAS_PERM": True, "RETURN_LSE": True}
-    for name in ("PERM", "PERMUTED", "KP", "VP", "LSE"):
+    # Sparse VideoGen's plans: shared per kind, picked per head, the temporal one permuted.
+    permuted = {**plain, "HAS_PERM": True, "HAS_HEAD_PLANS": True, "RETURN_LSE": True}
+    for name in ("PERM", "PERMUTED", "HEAD_PLANS", "KP", "VP", "LSE"):
         del permuted[name]
     fused_mass = dict(plain, RETURN_LSE=True, MASS_ROWS=16, MASS_CHUNK=64)
     for name in ("MASS_SUMS", "MASS_LSE", "LSE"):
@@ -102,7 +104,7 @@ def _lower_all() -> None:
         count += 1
     lower(
         attention._permute_kv,
-        {"HEAD_DIM": 128, "BLOCK_S": 64},
+        {"HEAD_DIM": 128, "BLOCK_S": 64, "HAS_HEAD_PLANS": True},
         {
             "K": "*bf16",
             "V": "*bf16",
@@ -110,6 +112,7 @@ def _lower_all() -> None:
             "VP": "*bf16",
             "PERM": "*i64",
             "PERMUTED": "*u8",
+            "HEAD_PLANS": "*i64",
         },
     )
     lower(
@@ -121,8 +124,15 @@ def _lower_all() -> None:
     workspace = {"WS_M": "*fp32", "WS_L": "*fp32", "WS_ACC": "*fp32"}
     lower(
         masked_rows._masked_rows_partial,
-        dict(HEAD_DIM=128, ROW_TILE=64, BLOCK_N=64, DOT_PRECISION="tf32"),
-        {**qkv, "ROWS": "*i64", "KEEP": "*u8", **workspace, "qk_scale": "fp32"},
+        dict(HEAD_DIM=128, ROW_TILE=64, BLOCK_N=64, PASSES=3, DOT_PRECISION="tf32"),
+        {
+            **qkv,
+            "ROWS": "*i64",
+            "TOKEN_BLOCKS": "*i64",
+            "KEEP_BITS": "*u8",
+            **workspace,
+            "qk_scale": "fp32",
+        },
     )
     lower(masked_rows._merge_errors, dict(HEAD_DIM=128, ROW_TILE=16), {**workspace, "ERR": "*fp32"})
     lower(

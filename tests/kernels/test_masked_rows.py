@@ -6,7 +6,8 @@ from triton_interpreter import triton_interpreter  # noqa: F401 (selects the int
 
 from dit_sparse import SparseVideoGen
 from dit_sparse.kernels import masked_row_errors
-from dit_sparse.kernels.reference import rows_token_masks
+from dit_sparse.kernels.masked_rows import pack_keep_bits
+from dit_sparse.kernels.reference import masked_row_errors_reference, rows_token_masks
 from dit_sparse.layout import TokenLayout
 
 pytestmark = pytest.mark.usefixtures("triton_interpreter")
@@ -61,3 +62,47 @@ def test_bad_masks_raise_with_what_is_accepted():
         masked_row_errors(q, q, q, rows[:0], blocks, masks)
     with pytest.raises(ValueError, match="splits must be a positive int"):
         masked_row_errors(q, q, q, rows, blocks, masks, splits=0)
+
+
+@pytest.mark.parametrize("seq_len", [40, 200, 300])
+def test_keep_bits_hold_each_query_blocks_token_mask(seq_len):
+    generator = torch.Generator().manual_seed(torch.seed() % 2**31)
+    nq = -(-seq_len // 16)
+    token_blocks = torch.stack([torch.arange(seq_len) // 16, torch.randperm(seq_len) // 16])
+    block_masks = torch.rand(2, nq, nq, generator=generator) < 0.4
+    packed = pack_keep_bits(token_blocks, block_masks)
+    assert packed.dtype == torch.uint8 and packed.shape == (2, nq, -(-seq_len // 128) * 16)
+    bits = (packed[..., None] >> torch.arange(8, dtype=torch.uint8)) & 1  # [2, nq, bytes, 8]
+    bits = bits.flatten(2).bool()
+    for mask in range(2):
+        rows = torch.nonzero(token_blocks[mask][:, None] == torch.arange(nq))[:, 0]
+        # A row of each query block: its original index is where token_blocks names the block.
+        first = torch.stack([rows[token_blocks[mask][rows] == b][0] for b in range(nq)])
+        expected = rows_token_masks(token_blocks, block_masks, first)[mask]
+        assert torch.equal(bits[mask, :, :seq_len], expected)
+        assert not bits[mask, :, seq_len:].any()
+
+
+def test_rows_a_mask_keeps_nothing_of_get_zero_output():
+    """Mask 0 keeps no key for the first query block's rows: their masked output is 0, so
+    their error is their exact output's square; mask 1 keeps everything (error 0)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 100, 16) for _ in range(3))
+    token_blocks = torch.stack([torch.arange(100) // 32, torch.arange(100) // 32])
+    block_masks = torch.ones(2, 4, 4, dtype=torch.bool)
+    block_masks[0, 0] = False
+    rows = torch.tensor([3, 40, 7, 99])
+    errors = masked_row_errors(q, k, v, rows, token_blocks, block_masks, scale=0.3, splits=2)
+    expected = masked_row_errors_reference(
+        q.double(), k.double(), v.double(), rows, token_blocks, block_masks, 0.3
+    )
+    exact = (0.3 * q.double()[:, :, rows] @ k.double().transpose(-1, -2)).softmax(-1) @ v.double()
+    by_hand = exact[:, :, [0, 2]].square().sum((-1, -2)) / (len(rows) * 16)
+    assert torch.allclose(errors[..., 0].double(), by_hand, rtol=1e-5)
+    assert torch.allclose(errors.double(), expected, rtol=1e-5, atol=1e-9)
+    assert (errors[..., 1] < 1e-10).all()
+    with pytest.raises(ValueError, match=r"keep_bits must be pack_keep_bits"):
+        masked_row_errors(
+            q, k, v, rows, token_blocks, block_masks,
+            keep_bits=pack_keep_bits(token_blocks, block_masks)[:, :3],
+        )  # fmt: skip

@@ -97,9 +97,11 @@ def test_temporal_permutation_groups_positions_and_inverts_exactly():
     masks = SparseVideoGen().masks(layout)
     kinds = torch.tensor([[SPATIAL, TEMPORAL, TEMPORAL], [TEMPORAL, SPATIAL, SPATIAL]])
     plan = masks.plan(kinds)
-    # One shared permutation; the flags say which heads use it.
-    assert plan.perm.shape == (1, 1, layout.seq_len)
-    assert torch.equal(plan.permuted, kinds == TEMPORAL)
+    # Two shared plans, picked per head by kind; one shared permutation, used by the temporal.
+    assert plan.perm.shape == (1, 1, layout.seq_len) and plan.kv_counts.shape[:2] == (1, 2)
+    assert torch.equal(plan.head_plans, kinds)
+    assert torch.equal(plan.expanded().permuted, kinds == TEMPORAL)
+    assert torch.equal(plan.expanded().kv_counts, masks.kv_counts[0][kinds])
     head_perms = plan.head_perms()
     assert head_perms.shape == (2, 3, layout.seq_len)
     assert torch.equal(head_perms[0, 0], torch.arange(layout.seq_len))
