@@ -3,12 +3,11 @@
 Sparse VideoGen's profiling: for a handful of sampled rows, the exact attention output and the
 outputs under two block masks (each mask in its own token order), compared by mean squared
 error. With so few rows a head's work is tiny next to reading its keys and values, so the keys
-are split over many programs (split-K), and each (row tile, key split, head) gets three
-programs, one per output: all keys, mask 0's, mask 1's. Each runs one online softmax with one
-accumulator over its share of the keys and writes that partial state; the three read the same
-K and V tiles at about the same time, so the copies after the first come from L2. A second
-small kernel merges the partials and reduces the errors. The masks' keep flags come as bits
-per (query block, key), packed once per layout (`pack_keep_bits`).
+are split over many programs (split-K): each runs one online softmax (one running max) with
+three sums and accumulators (all keys, mask 0, mask 1) over its share of the keys and writes
+that partial state; a second small kernel merges the partials and reduces the errors. K and V
+are read once per tile of rows (once for SVG's 64 rows up to head dim 128). The masks' keep
+flags come as bits per (query block, key), packed once per layout (`pack_keep_bits`).
 """
 
 from __future__ import annotations
@@ -27,21 +26,21 @@ from ._runtime import (
 )
 from .reference import masked_row_errors_reference
 
-# Keys per inner step, rows per program and programs per SM (setting the key splits). On an
-# H100 (D = 128, bf16; benchmarks/probes/svg_profiling_passes-h100.json) this kernel's partial
-# pass took 229 us at Wan 480p with 21 splits (250-575 us with 2-16) and 1108-1190 us at 720p
-# with 6-11; the former design, three accumulators in one program with one max over all keys,
-# took 214 and 1124 us at its best. Speed is a wash; one max per output keeps a mask's output
-# exact when its kept keys score far below the row's best (a shared max can underflow them).
+# Keys per inner step, rows per program (three fp32 [rows, head_dim] accumulators must fit the
+# registers of 4 warps) and programs per SM. On an H100 (D = 128, bf16; Wan 480p and 720p)
+# 64 rows, 4 warps and about 4 programs per SM ran fastest: 0.24 / 1.1 ms, against 0.43 / 3.0
+# ms for 8 warps, 2 programs per SM and block-mask lookups in the loop (benchmarks/probes/).
+# Splits shorter than 1536 keys lost there (480p: 22 splits 221 us, 44 splits 243 us). One
+# program per output (three programs of one accumulator, each with its own max) was no faster:
+# 229 us at 480p with 21 splits, 1108 us at 720p with 11, and its merge took 58 us
+# (benchmarks/probes/svg_profiling_passes-h100.json, profile_svg-one-program-per-output-h100.txt).
 _BLOCK_N = 64
-_GPU_ROW_TILE = {16: 64, 32: 64, 64: 64, 128: 64, 256: 32}
+_GPU_ROW_TILE = {16: 64, 32: 64, 64: 64, 128: 64, 256: 16}
 _GPU_WARPS = 4
-_GPU_STAGES = 2
-_PROGRAMS_PER_SM = 6
-_MIN_KEYS_PER_SPLIT = 1024
+_PROGRAMS_PER_SM = 4
+_MIN_KEYS_PER_SPLIT = 1536
 _INTERPRETER_ROW_TILE = 32
-# Outputs per row: all keys, mask 0, mask 1 (the program's "pass").
-_PASSES = 3
+_GPU_STAGES = 2
 # Rows per merge program: three [rows, head_dim] fp32 sums; divides every partial row tile.
 _MERGE_ROW_TILE = 16
 # Bit j % 8 of byte j // 8 of a packed keep row is key j; rows cover whole multiples of this
@@ -69,17 +68,24 @@ def pack_keep_bits(token_blocks: torch.Tensor, block_masks: torch.Tensor) -> tor
 
 
 @triton.jit
-def _kept_tiles(
+def _zeroed_sums(ROWS: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Softmax sums and output accumulators of all keys, mask 0 and mask 1, all zero."""
+    sums = tl.zeros([ROWS], tl.float32)
+    acc = tl.zeros([ROWS, HEAD_DIM], tl.float32)
+    return sums, sums, sums, acc, acc, acc
+
+
+@triton.jit
+def _masked_tiles(
     state,
     q,
     k_base,
     v_base,
-    keep_base,
+    keep0_ptrs,
+    keep1_ptrs,
+    keep_shift,
     k_offsets,
     v_offsets,
-    keep_offsets,
-    keep_shift,
-    keep_fill,
     first,
     last,
     end,
@@ -90,34 +96,38 @@ def _kept_tiles(
     MASK: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """Online softmax over the kept keys of ``first..last``; ``MASK`` masks keys at or past
-    ``end``. The running max is over kept keys only, so a mask's output is as exact as the
-    unmasked one; a row that has kept nothing yet keeps max -inf and zero sums."""
-    m_i, l_i, acc = state
+    """One online softmax, three sums: all keys, mask 0's and mask 1's, over keys
+    ``first..last``; ``MASK`` masks keys at or past ``end``."""
+    m_i, l_all, l_0, l_1, acc_all, acc_0, acc_1 = state
     for n0 in tl.range(first, last, BLOCK_N):
+        valid = n0 + tl.arange(0, BLOCK_N) < end
         kv_mask = None
         fill = None
         if MASK:
-            kv_mask = (n0 + tl.arange(0, BLOCK_N) < end)[:, None]
+            kv_mask = valid[:, None]
             fill = 0
         start = tl.cast(n0, tl.int64)
         k = tl.load(k_base + start * stride_ks + k_offsets, mask=kv_mask, other=fill)
         v = tl.load(v_base + start * stride_vs + v_offsets, mask=kv_mask, other=fill)
-        bits = tl.load(keep_base + n0 // 8 + keep_offsets) | keep_fill
-        keep = ((bits >> keep_shift) & 1) != 0
-        if MASK:
-            keep = keep & (n0 + tl.arange(0, BLOCK_N) < end)[None, :]
+        # Keys past ``end`` get score -inf below, so their bits need no masking.
+        keep0 = ((tl.load(keep0_ptrs + n0 // 8) >> keep_shift) & 1) != 0
+        keep1 = ((tl.load(keep1_ptrs + n0 // 8) >> keep_shift) & 1) != 0
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-        qk = tl.where(keep, qk, float("-inf"))
+        if MASK:
+            qk = tl.where(valid[None, :], qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
-        # Subtract 0 where nothing is kept yet: exp2(-inf - -inf) would be NaN.
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.math.exp2(m_i - m_safe)
-        p = tl.math.exp2(qk - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(qk - m_new[:, None])
+        p0 = tl.where(keep0, p, 0.0)
+        p1 = tl.where(keep1, p, 0.0)
+        l_all = l_all * alpha + tl.sum(p, 1)
+        l_0 = l_0 * alpha + tl.sum(p0, 1)
+        l_1 = l_1 * alpha + tl.sum(p1, 1)
+        acc_all = tl.dot(p.to(v.dtype), v, acc_all * alpha[:, None], input_precision=DOT_PRECISION)
+        acc_0 = tl.dot(p0.to(v.dtype), v, acc_0 * alpha[:, None], input_precision=DOT_PRECISION)
+        acc_1 = tl.dot(p1.to(v.dtype), v, acc_1 * alpha[:, None], input_precision=DOT_PRECISION)
         m_i = m_new
-    return m_i, l_i, acc
+    return m_i, l_all, l_0, l_1, acc_all, acc_0, acc_1
 
 
 @triton.jit
@@ -152,14 +162,11 @@ def _masked_rows_partial(
     HEAD_DIM: tl.constexpr,
     ROW_TILE: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    PASSES: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    # The passes of one row tile are neighbours in launch order: they share K and V in L2.
-    which = tl.program_id(0) % PASSES  # 0: all keys, 1: mask 0, 2: mask 1
-    row_tile = tl.program_id(0) // PASSES
-    split = tl.program_id(1)
-    pid_bh = tl.program_id(2)
+    split = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    row_tile = tl.program_id(2)
     b = (pid_bh // heads).to(tl.int64)
     h = (pid_bh % heads).to(tl.int64)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -170,16 +177,17 @@ def _masked_rows_partial(
     q_ptrs = Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qs + offs_d[None, :]
     q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)
 
-    # The all-keys pass reads mask 0's bits with every bit set by ``keep_fill``.
-    mask = tl.maximum(which - 1, 0)
-    keep_fill = tl.where(which == 0, 255, 0).to(tl.uint8)
-    row_blocks = tl.load(TOKEN_BLOCKS + mask * seq_len + rows)
-    keep_rows = (mask * q_blocks + row_blocks).to(tl.int32) * keep_row_bytes
+    m_i = tl.full([ROW_TILE], float("-inf"), tl.float32)
+    l_all, l_0, l_1, acc_all, acc_0, acc_1 = _zeroed_sums(ROW_TILE, HEAD_DIM)
     # Every tile's pointers are a scalar base plus these loop-invariant offsets (see the
-    # attention kernel): K and V rows, and each row's keep byte of each key.
+    # attention kernel): K and V rows, and each row's keep byte of each key in both masks.
     k_offsets = offs_n[:, None] * stride_ks + offs_d[None, :]
     v_offsets = offs_n[:, None] * stride_vs + offs_d[None, :]
-    keep_offsets = keep_rows[:, None] + (offs_n // 8)[None, :]
+    key_bytes = (offs_n // 8)[None, :]
+    keep0_rows = tl.load(TOKEN_BLOCKS + rows).to(tl.int32) * keep_row_bytes
+    keep1_rows = (q_blocks + tl.load(TOKEN_BLOCKS + seq_len + rows)).to(tl.int32) * keep_row_bytes
+    keep0_ptrs = KEEP_BITS + (keep0_rows[:, None] + key_bytes)
+    keep1_ptrs = KEEP_BITS + (keep1_rows[:, None] + key_bytes)
     keep_shift = (offs_n % 8).to(tl.uint8)[None, :]
     k_base = K + b * stride_kb + h * stride_kh
     v_base = V + b * stride_vb + h * stride_vh
@@ -187,51 +195,28 @@ def _masked_rows_partial(
     end = tl.minimum(seq_len, start + keys_per_split)
     # Full tiles load unmasked (unpredicated, as the pipeliner likes them); a ragged tail last.
     full_end = start + (end - start) // BLOCK_N * BLOCK_N
-    state = (
-        tl.full([ROW_TILE], float("-inf"), tl.float32),
-        tl.zeros([ROW_TILE], tl.float32),
-        tl.zeros([ROW_TILE, HEAD_DIM], tl.float32),
-    )
-    state = _kept_tiles(
-        state, q, k_base, v_base, KEEP_BITS, k_offsets, v_offsets, keep_offsets, keep_shift,
-        keep_fill, start, full_end, end, qk_scale, stride_ks, stride_vs, BLOCK_N, False,
-        DOT_PRECISION,
+    state = (m_i, l_all, l_0, l_1, acc_all, acc_0, acc_1)
+    state = _masked_tiles(
+        state, q, k_base, v_base, keep0_ptrs, keep1_ptrs, keep_shift, k_offsets, v_offsets,
+        start, full_end, end, qk_scale, stride_ks, stride_vs, BLOCK_N, False, DOT_PRECISION,
     )  # fmt: skip
-    m_i, l_i, acc = _kept_tiles(
-        state, q, k_base, v_base, KEEP_BITS, k_offsets, v_offsets, keep_offsets, keep_shift,
-        keep_fill, full_end, end, end, qk_scale, stride_ks, stride_vs, BLOCK_N, True,
-        DOT_PRECISION,
+    state = _masked_tiles(
+        state, q, k_base, v_base, keep0_ptrs, keep1_ptrs, keep_shift, k_offsets, v_offsets,
+        full_end, end, end, qk_scale, stride_ks, stride_vs, BLOCK_N, True, DOT_PRECISION,
     )  # fmt: skip
+    m_i, l_all, l_0, l_1, acc_all, acc_0, acc_1 = state
 
-    # Workspace: m and l [BH, splits, 3, R], acc [BH, splits, 3, R, D].
-    slot = (pid_bh.to(tl.int64) * splits + split) * PASSES + which
+    # Workspace: m [BH, splits, R], l [BH, splits, 3, R], acc [BH, splits, 3, R, D].
+    slot = pid_bh.to(tl.int64) * splits + split
     tl.store(WS_M + slot * padded_rows + offs_r, m_i)
-    tl.store(WS_L + slot * padded_rows + offs_r, l_i)
-    acc_ptr = WS_ACC + (slot * padded_rows + offs_r[:, None]) * HEAD_DIM + offs_d[None, :]
-    tl.store(acc_ptr, acc)
-
-
-@triton.jit
-def _merged_output(
-    WS_M, WS_L, WS_ACC, first, splits, which, offs_r, padded_rows, HEAD_DIM: tl.constexpr
-):
-    """One pass's output for rows ``offs_r``: its splits' partial softmaxes, each rescaled to
-    their common max, summed and normalised (0 where the pass kept no key)."""
-    offs_d = tl.arange(0, HEAD_DIM)
-    m_max = tl.full(offs_r.shape, float("-inf"), tl.float32)
-    for split in tl.range(0, splits):
-        slot = (first + split) * 3 + which
-        m_max = tl.maximum(m_max, tl.load(WS_M + slot * padded_rows + offs_r))
-    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
-    total = tl.zeros(offs_r.shape, tl.float32)
-    acc = tl.zeros([offs_r.shape[0], HEAD_DIM], tl.float32)
-    for split in tl.range(0, splits):
-        slot = (first + split) * 3 + which
-        weight = tl.math.exp2(tl.load(WS_M + slot * padded_rows + offs_r) - m_max)
-        total += weight * tl.load(WS_L + slot * padded_rows + offs_r)
-        acc_ptr = WS_ACC + (slot * padded_rows + offs_r[:, None]) * HEAD_DIM + offs_d[None, :]
-        acc += weight[:, None] * tl.load(acc_ptr)
-    return acc / tl.maximum(total, 1.1754943508222875e-38)[:, None]
+    l_ptr = WS_L + slot * 3 * padded_rows + offs_r
+    tl.store(l_ptr, l_all)
+    tl.store(l_ptr + padded_rows, l_0)
+    tl.store(l_ptr + 2 * padded_rows, l_1)
+    acc_ptr = WS_ACC + slot * 3 * padded_rows * HEAD_DIM + offs_r[:, None] * HEAD_DIM + offs_d
+    tl.store(acc_ptr, acc_all)
+    tl.store(acc_ptr + padded_rows * HEAD_DIM, acc_0)
+    tl.store(acc_ptr + 2 * padded_rows * HEAD_DIM, acc_1)
 
 
 @triton.jit
@@ -246,21 +231,38 @@ def _merge_errors(
     HEAD_DIM: tl.constexpr,
     ROW_TILE: tl.constexpr,
 ):
-    """One head's ``ROW_TILE`` rows: merge each pass's splits, then write the rows' summed
-    squared error of both masks against the all-keys output to ``ERR[bh, tile]``."""
+    """One head's ``ROW_TILE`` rows: merge the splits' partial softmaxes (each rescaled to the
+    common max), then write the rows' summed squared error of both masks to ``ERR[bh, tile]``."""
     pid_bh = tl.program_id(0)
     row_tile = tl.program_id(1)
     offs_r = row_tile * ROW_TILE + tl.arange(0, ROW_TILE)
+    offs_d = tl.arange(0, HEAD_DIM)
     first = pid_bh.to(tl.int64) * splits
-    exact = _merged_output(WS_M, WS_L, WS_ACC, first, splits, 0, offs_r, padded_rows, HEAD_DIM)
+    m_max = tl.full([ROW_TILE], float("-inf"), tl.float32)
+    for split in tl.range(0, splits):
+        m_max = tl.maximum(m_max, tl.load(WS_M + (first + split) * padded_rows + offs_r))
+    l_all, l_0, l_1, acc_all, acc_0, acc_1 = _zeroed_sums(ROW_TILE, HEAD_DIM)
+    acc_offsets = offs_r[:, None] * HEAD_DIM + offs_d[None, :]
+    for split in tl.range(0, splits):
+        slot = first + split
+        weight = tl.math.exp2(tl.load(WS_M + slot * padded_rows + offs_r) - m_max)
+        l_ptr = WS_L + slot * 3 * padded_rows + offs_r
+        l_all += weight * tl.load(l_ptr)
+        l_0 += weight * tl.load(l_ptr + padded_rows)
+        l_1 += weight * tl.load(l_ptr + 2 * padded_rows)
+        acc_ptr = WS_ACC + slot * 3 * padded_rows * HEAD_DIM + acc_offsets
+        acc_all += weight[:, None] * tl.load(acc_ptr)
+        acc_0 += weight[:, None] * tl.load(acc_ptr + padded_rows * HEAD_DIM)
+        acc_1 += weight[:, None] * tl.load(acc_ptr + 2 * padded_rows * HEAD_DIM)
+    # A mask may keep none of a row's keys (sum 0): its output is then 0, as in the reference.
+    tiny = 1.1754943508222875e-38
+    exact = acc_all / tl.maximum(l_all, tiny)[:, None]
     valid = (offs_r < num_rows)[:, None]
+    diff_0 = tl.where(valid, acc_0 / tl.maximum(l_0, tiny)[:, None] - exact, 0.0)
+    diff_1 = tl.where(valid, acc_1 / tl.maximum(l_1, tiny)[:, None] - exact, 0.0)
     err_ptr = ERR + (pid_bh.to(tl.int64) * tl.num_programs(1) + row_tile) * 2
-    for mask in tl.static_range(2):
-        out = _merged_output(
-            WS_M, WS_L, WS_ACC, first, splits, mask + 1, offs_r, padded_rows, HEAD_DIM
-        )
-        diff = tl.where(valid, out - exact, 0.0)
-        tl.store(err_ptr + mask, tl.sum(tl.sum(diff * diff, 1), 0))
+    tl.store(err_ptr, tl.sum(tl.sum(diff_0 * diff_0, 1), 0))
+    tl.store(err_ptr + 1, tl.sum(tl.sum(diff_1 * diff_1, 1), 0))
 
 
 def masked_row_errors(
@@ -290,7 +292,7 @@ def masked_row_errors(
     Returns:
         fp32 ``[B, H, 2]``: for mask ``i``, the mean over rows and channels of the squared
         difference between the rows' output under that mask (softmax renormalised over the
-        kept keys; 0 where a row keeps none) and their exact output.
+        kept keys) and their exact output.
 
     On CUDA one split-K Triton pass and a small Triton merge; elsewhere the torch reference.
     """
@@ -313,19 +315,19 @@ def masked_row_errors(
     if splits is None and q.device.type == "cuda":
         sms = torch.cuda.get_device_properties(q.device).multi_processor_count
         splits = min(
-            triton.cdiv(_PROGRAMS_PER_SM * sms, _PASSES * batch * heads * row_tiles),
+            triton.cdiv(_PROGRAMS_PER_SM * sms, batch * heads * row_tiles),
             max(1, seq_len // _MIN_KEYS_PER_SPLIT),
         )
     elif splits is None:
-        splits = 2
+        splits = max(1, triton.cdiv(2, batch * heads * row_tiles))
     keys_per_split = triton.cdiv(triton.cdiv(seq_len, splits), _BLOCK_N) * _BLOCK_N
     splits = triton.cdiv(seq_len, keys_per_split)
-    slots = batch * heads * splits * _PASSES
+    slots = batch * heads * splits
     ws_m = torch.empty(slots, padded, dtype=torch.float32, device=q.device)
-    ws_l = torch.empty_like(ws_m)
-    ws_acc = torch.empty(slots, padded, head_dim, dtype=torch.float32, device=q.device)
+    ws_l = torch.empty(slots, 3, padded, dtype=torch.float32, device=q.device)
+    ws_acc = torch.empty(slots, 3, padded, head_dim, dtype=torch.float32, device=q.device)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    _masked_rows_partial[(_PASSES * row_tiles, splits, batch * heads)](
+    _masked_rows_partial[(splits, batch * heads, row_tiles)](
         q, k, v, rows.contiguous(), token_blocks.contiguous(), keep_bits, ws_m, ws_l, ws_acc,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
         heads, seq_len, rows.numel(), padded, keys_per_split, splits, keep_bits.shape[1],
@@ -333,7 +335,6 @@ def masked_row_errors(
         HEAD_DIM=head_dim,
         ROW_TILE=row_tile,
         BLOCK_N=_BLOCK_N,
-        PASSES=_PASSES,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=_GPU_WARPS if q.device.type == "cuda" else 4,
         num_stages=_GPU_STAGES,

@@ -124,7 +124,7 @@ def _lower_all() -> None:
     workspace = {"WS_M": "*fp32", "WS_L": "*fp32", "WS_ACC": "*fp32"}
     lower(
         masked_rows._masked_rows_partial,
-        dict(HEAD_DIM=128, ROW_TILE=64, BLOCK_N=64, PASSES=3, DOT_PRECISION="tf32"),
+        dict(HEAD_DIM=128, ROW_TILE=64, BLOCK_N=64, DOT_PRECISION="tf32"),
         {
             **qkv,
             "ROWS": "*i64",
