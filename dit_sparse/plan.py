@@ -107,7 +107,8 @@ class BlockPlan:
             self.block_q,
             self.block_k,
             self.seq_len,
-            self.perm if self.perm is None or self.perm.shape[1] == 1 else per_head(self.perm),
+            # One permutation for every plan stays shared; one per plan is picked per head.
+            self.perm if self.perm is not None and self.perm.shape[1] == 1 else per_head(self.perm),
             per_head(self.permuted),
         )
 

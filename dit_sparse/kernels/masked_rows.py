@@ -350,16 +350,17 @@ def masked_row_errors(
 
 def _check_keep_bits(keep_bits: torch.Tensor, block_masks: torch.Tensor, q: torch.Tensor) -> None:
     needed = triton.cdiv(q.shape[2], _KEEP_ROW_KEYS) * _KEEP_ROW_KEYS // 8
+    shape = (*block_masks.shape[:2], needed)
     if (
         keep_bits.dtype != torch.uint8
-        or keep_bits.dim() != 3
-        or keep_bits.shape != (*block_masks.shape[:2], needed)
+        or keep_bits.shape != shape
         or not keep_bits.is_contiguous()
         or keep_bits.device != q.device
     ):
         raise ValueError(
-            f"keep_bits must be pack_keep_bits(token_blocks, block_masks): contiguous uint8 "
-            f"[2, {block_masks.shape[1]}, {needed}] on {q.device}; got {keep_bits.dtype} {tuple(keep_bits.shape)} on {keep_bits.device}"
+            "keep_bits must be pack_keep_bits(token_blocks, block_masks): contiguous uint8 "
+            f"{list(shape)} on {q.device}; got {keep_bits.dtype} {list(keep_bits.shape)} "
+            f"on {keep_bits.device}"
         )
 
 
