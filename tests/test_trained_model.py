@@ -85,6 +85,22 @@ def test_render_is_deterministic_and_in_range():
     assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0
 
 
+def test_render_without_shape_draws_the_same_static_background():
+    batch, with_shape = drawn(4, 9, seed=6)
+    generator = torch.Generator().manual_seed(6)
+    sample_clip_batch(4, generator)
+    without = to_frames(render_clips(batch, 9, 64, 64, generator, shape=False))
+    # Nothing moves without the shape; with it, only pixels of the shape's colour differ.
+    assert torch.equal(without, without[:, :1].expand_as(without))
+    changed = (with_shape - without).abs().amax(-1) > 0
+    share = changed.float().mean((2, 3))
+    assert float(share.min()) > 0.01 and float(share.max()) < 0.2
+    for clip, base, attributes in zip(with_shape, without, batch.attributes()):
+        colour = torch.tensor(COLOURS[attributes.colour])
+        inside = (clip - colour).abs().amax(-1) < 0.2
+        assert bool(inside.any()) and bool(((clip - base).abs().amax(-1) > 0)[inside].all())
+
+
 # --- motion check -----------------------------------------------------------------------------
 
 

@@ -192,15 +192,26 @@ def _backgrounds(batch: ClipBatch, height: int, width: int, g: torch.Generator) 
 
 
 def render_clips(
-    batch: ClipBatch, frames: int, height: int, width: int, generator: torch.Generator
+    batch: ClipBatch,
+    frames: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    *,
+    shape: bool = True,
 ) -> torch.Tensor:
-    """Draw ``batch``: float32 ``[B, 3, F, H, W]`` in [-1, 1], on the generator's device."""
+    """Draw ``batch``: float32 ``[B, 3, F, H, W]`` in [-1, 1], on the generator's device.
+
+    ``shape=False`` draws the same clips without their shape (the generator advances alike),
+    so the difference of the two is the shape's own signal.
+    """
     if frames < 1 or height < 8 or width < 8:
         raise ValueError(f"need frames >= 1 and height, width >= 8; got {frames}x{height}x{width}")
     device = generator.device
     background = _backgrounds(batch, height, width, generator)
     x, y, radius = _tracks(batch, frames, height, width, generator)
     alpha = _shape_alpha(batch, x, y, radius, height, width)[:, None]  # [B, 1, F, H, W]
+    alpha = alpha if shape else torch.zeros_like(alpha)
     count = len(batch)
     # Each clip's colour varies a little in brightness and hue around its palette entry.
     colour = _PALETTE.to(device)[batch.colour] * _uniform((count, 1), 0.85, 1.0, generator)

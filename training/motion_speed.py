@@ -1,0 +1,122 @@
+"""How fast, and which way, do ``wan-shapes``' generated shapes move, against drawn clips?
+
+The motion check (`check_motion`) says pass or fail; this says why. For each evaluation prompt
+it follows the prompted colour's blob (`blob_track`) over every frame of one generated clip and
+takes the median frame-to-frame step along the prompted direction (positive: the prompted way;
+a median ignores the odd jump of a breaking-up blob), then summarises per speed word beside the
+same measure on drawn clips of the same prompts. CPU: about 7 minutes for 24 clips of 17
+frames at 20 steps::
+
+    python training/motion_speed.py --out training/motion_speed.json
+    python training/motion_speed.py --steps 50 --shift 12 --out ...   # another sampler
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from dit_sparse.pipelines.shapes import MODEL_DIR, load_wan_shapes
+from dit_sparse.synthetic import (
+    ClipBatch,
+    check_motion,
+    evaluation_prompts,
+    parse_prompt,
+    pass_rate,
+    render_clips,
+    to_frames,
+)
+from dit_sparse.synthetic.motion import blob_track, colour_mask
+from dit_sparse.synthetic.vocabulary import DIRECTIONS, SPEEDS
+
+SIZE = 64
+
+
+def median_step(clip: torch.Tensor, prompt: str) -> float | None:
+    """Median frame-to-frame step (pixels per frame) of the prompted colour's blob along the
+    prompted direction, over the frames that show it; None if fewer than 3 do."""
+    attributes = parse_prompt(prompt)
+    positions, visible = blob_track(colour_mask(clip, attributes.colour), min_pixels=8)
+    frames = torch.arange(clip.shape[0])[visible].numpy()
+    if len(frames) < 3:
+        return None
+    along = (positions[visible] @ torch.tensor(DIRECTIONS[attributes.direction]).float()).numpy()
+    return float(np.median(np.diff(along) / np.diff(frames)))
+
+
+def summarise(clips: torch.Tensor, prompts: list[str]) -> dict:
+    """Per speed word: median step, mean absolute step, share moving the prompted way."""
+    steps: dict[str, list[float]] = {speed: [] for speed in SPEEDS}
+    for clip, prompt in zip(clips, prompts):
+        step = median_step(clip, prompt)
+        if step is not None:
+            steps[parse_prompt(prompt).speed].append(step)
+    verdicts = [check_motion(clip, prompt) for clip, prompt in zip(clips, prompts)]
+    summary: dict = {"pass_rate": round(pass_rate(verdicts), 3)}
+    for speed, values in steps.items():
+        values_np = np.array(values)
+        summary[speed] = {
+            "clips_tracked": len(values),
+            "median_step": round(float(np.median(values_np)), 3) if values else None,
+            "mean_abs_step": round(float(np.abs(values_np).mean()), 3) if values else None,
+            "share_prompted_way": round(float((values_np > 0).mean()), 3) if values else None,
+        }
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", default=str(MODEL_DIR))
+    parser.add_argument("--prompts", type=int, default=24)
+    parser.add_argument("--frames", type=int, default=17)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--shift", type=float, default=None, help="default: the model's")
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--out", help="add the results to this JSON file (a list of runs)")
+    args = parser.parse_args()
+
+    prompts = evaluation_prompts(args.prompts)
+    pipe = load_wan_shapes(args.model_dir)
+    if args.shift is not None:
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=args.shift)
+    pipe.set_progress_bar_config(disable=True)
+    output = pipe(
+        prompt=prompts,
+        num_frames=args.frames,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    )
+    generated = torch.as_tensor(np.asarray(output.frames, dtype=np.float32))
+    generator = torch.Generator().manual_seed(0)
+    batch = ClipBatch.from_attributes([parse_prompt(p) for p in prompts])
+    drawn = to_frames(render_clips(batch, args.frames, SIZE, SIZE, generator))
+    result = {
+        "model_dir": Path(args.model_dir).name,
+        "frames": args.frames,
+        "steps": args.steps,
+        "shift": pipe.scheduler.config.shift,
+        "guidance": args.guidance,
+        "prompts": len(prompts),
+        "generated": summarise(generated, prompts),
+        "drawn": summarise(drawn, prompts),
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        path = Path(args.out)
+        runs = json.loads(path.read_text()) if path.exists() else []
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([*runs, result], indent=2) + "\n")
+        tmp.replace(path)
+
+
+if __name__ == "__main__":
+    main()
