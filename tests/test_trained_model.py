@@ -90,7 +90,7 @@ def test_render_without_shape_draws_the_same_static_background():
     generator = torch.Generator().manual_seed(6)
     sample_clip_batch(4, generator)
     without = to_frames(render_clips(batch, 9, 64, 64, generator, shape=False))
-    # Nothing moves without the shape; with it, only pixels of the shape's colour differ.
+    # Nothing moves without the shape; with it, the shape's pixels differ, a small share.
     assert torch.equal(without, without[:, :1].expand_as(without))
     changed = (with_shape - without).abs().amax(-1) > 0
     share = changed.float().mean((2, 3))

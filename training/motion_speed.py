@@ -41,7 +41,10 @@ def median_step(clip: torch.Tensor, prompt: str) -> float | None:
     """Median frame-to-frame step (pixels per frame) of the prompted colour's blob along the
     prompted direction, over the frames that show it; None if fewer than 3 do."""
     attributes = parse_prompt(prompt)
-    positions, visible = blob_track(colour_mask(clip, attributes.colour), min_pixels=8)
+    # The same minimum blob as `check_motion` at these sizes (0.2% of the frame, at least 4).
+    height, width = clip.shape[1:3]
+    min_pixels = max(4, round(0.002 * height * width))
+    positions, visible = blob_track(colour_mask(clip, attributes.colour), min_pixels)
     frames = torch.arange(clip.shape[0])[visible].numpy()
     if len(frames) < 3:
         return None
@@ -50,7 +53,8 @@ def median_step(clip: torch.Tensor, prompt: str) -> float | None:
 
 
 def summarise(clips: torch.Tensor, prompts: list[str]) -> dict:
-    """Per speed word: median step, mean absolute step, share moving the prompted way."""
+    """Per speed word, over the clips' own median steps (`median_step`): their median, the
+    mean of their absolute values, and the share that go the prompted way."""
     steps: dict[str, list[float]] = {speed: [] for speed in SPEEDS}
     for clip, prompt in zip(clips, prompts):
         step = median_step(clip, prompt)
@@ -62,8 +66,8 @@ def summarise(clips: torch.Tensor, prompts: list[str]) -> dict:
         values_np = np.array(values)
         summary[speed] = {
             "clips_tracked": len(values),
-            "median_step": round(float(np.median(values_np)), 3) if values else None,
-            "mean_abs_step": round(float(np.abs(values_np).mean()), 3) if values else None,
+            "median_clip_step": round(float(np.median(values_np)), 3) if values else None,
+            "mean_abs_clip_step": round(float(np.abs(values_np).mean()), 3) if values else None,
             "share_prompted_way": round(float((values_np > 0).mean()), 3) if values else None,
         }
     return summary

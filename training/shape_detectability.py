@@ -1,11 +1,12 @@
-"""At which noise level can a denoiser first locate a clip's shape, in one frame and over its track?
+"""At which noise level could an ideal detector that knows a clip's shape first find it, in one
+latent frame and over its whole track?
 
 A hypothesis for why ``wan-shapes`` teleports its shapes: in flow matching, ``x_s = (1 - s) x0 +
 s noise``, the shape's signal in the normalised latents (the clip minus the same clip drawn
 without the shape) has energy ``E``; a matched filter finds it against the unit noise with SNR
 ``(1 - s) / s * sqrt(E)``. The whole track (every latent frame together) reaches a given SNR at
 a much higher noise level than one latent frame alone. If a sampler crosses the band between
-the two in a step or two, the track is never decided as a whole and each frame settles its
+the two in a step or two, the track may never be decided as a whole, each frame settling its
 shape on its own. This measures the band on drawn clips and counts the training draws and the
 20 sampling steps inside it for a few schedule shifts. CPU, a few seconds::
 
@@ -55,23 +56,26 @@ def main() -> None:
         video = render_clips(batch, FRAMES, SIZE, SIZE, generator, shape=shape)
         signal.append(autoencoder.normalize(autoencoder.encode(video)))
     energy = (signal[0] - signal[1]).square().sum((1, 3, 4))  # [clips, latent frames]
-    # Latent frame 0 holds one pixel frame four times; the others four frames each.
+    # Latent frame 0 holds one pixel frame four times, the others four distinct frames each:
+    # the per-frame figure is for the latter, which make up the track.
     frame_energy = energy[:, 1:].median().item()
     track_energy = energy.sum(1).median().item()
+    sampler_sigmas = {}
+    for shift in SHIFTS:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+        scheduler.set_timesteps(STEPS)
+        sampler_sigmas[str(shift)] = scheduler.sigmas[:-1]
     bands = {}
     for snr in SNR_LEVELS:
         low, high = noise_level_at(snr, frame_energy), noise_level_at(snr, track_energy)
         schedules = {}
         for shift in SHIFTS:
-            scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
-            scheduler.set_timesteps(STEPS)
-            sigmas = scheduler.sigmas[:-1]
+            sigmas = sampler_sigmas[str(shift)]
             schedules[str(shift)] = {
                 "training_share_in_band": round(
                     training_share_above(low, shift) - training_share_above(high, shift), 3
                 ),
                 "sampling_steps_in_band": int(((sigmas >= low) & (sigmas < high)).sum()),
-                "first_sigmas": [round(float(s), 3) for s in sigmas[:8]],
             }
         bands[str(snr)] = {
             "one_latent_frame_sigma": round(low, 4),
@@ -95,6 +99,10 @@ def main() -> None:
             "whole_track": round(track_energy, 1),
         },
         "snr": bands,
+        "first_sampler_sigmas": {
+            shift: [round(float(s), 3) for s in sigmas[:8]]
+            for shift, sigmas in sampler_sigmas.items()
+        },
     }
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
