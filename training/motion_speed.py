@@ -31,8 +31,9 @@ from dit_sparse.synthetic import (
     render_clips,
     to_frames,
 )
-from dit_sparse.synthetic.motion import blob_track, colour_mask
+from dit_sparse.synthetic.motion import blob_track, colour_mask, min_blob_pixels
 from dit_sparse.synthetic.vocabulary import DIRECTIONS, SPEEDS
+from dit_sparse.utils import atomic_write_text
 
 SIZE = 64
 
@@ -41,10 +42,9 @@ def median_step(clip: torch.Tensor, prompt: str) -> float | None:
     """Median frame-to-frame step (pixels per frame) of the prompted colour's blob along the
     prompted direction, over the frames that show it; None if fewer than 3 do."""
     attributes = parse_prompt(prompt)
-    # The same minimum blob as `check_motion` at these sizes (0.2% of the frame, at least 4).
-    height, width = clip.shape[1:3]
-    min_pixels = max(4, round(0.002 * height * width))
-    positions, visible = blob_track(colour_mask(clip, attributes.colour), min_pixels)
+    positions, visible = blob_track(
+        colour_mask(clip, attributes.colour), min_blob_pixels(*clip.shape[1:3])
+    )
     frames = torch.arange(clip.shape[0])[visible].numpy()
     if len(frames) < 3:
         return None
@@ -117,9 +117,7 @@ def main() -> None:
     if args.out:
         path = Path(args.out)
         runs = json.loads(path.read_text()) if path.exists() else []
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([*runs, result], indent=2) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps([*runs, result], indent=2) + "\n")
 
 
 if __name__ == "__main__":

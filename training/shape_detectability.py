@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from dit_sparse.pipelines.shapes import MODEL_DIR, PixelSpaceVideoAutoencoder
 from dit_sparse.synthetic import render_clips, sample_clip_batch
+from dit_sparse.utils import atomic_write_text
 
 SNR_LEVELS = (3.0, 5.0)
 SHIFTS = (3.0, 6.0, 12.0)
@@ -105,7 +105,7 @@ def main() -> None:
         },
     }
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,12 @@ def colour_mask(frames: torch.Tensor, colour: str) -> torch.Tensor:
     return saturated & (nearest == list(COLOURS).index(colour))
 
 
+def min_blob_pixels(height: int, width: int) -> int:
+    """The fewest mask pixels near its densest window that count as a shape in a frame:
+    0.2% of the frame, at least 4 (a shape covers far more; colour speckles less)."""
+    return max(4, round(0.002 * height * width))
+
+
 def blob_track(mask: torch.Tensor, min_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions ``[F, 2]`` (x, y in pixels) of the densest blob of ``mask`` ``[F, H, W]``,
     and which frames show one: the blob's densest window at least half full and at least
@@ -111,7 +117,7 @@ def check_motion(
     count, height, width = video.shape[:3]
     last = min(count - 1, max(2, round((count - 1) * window)))
     mask = colour_mask(video[: last + 1], attributes.colour)
-    centres, visible = blob_track(mask, min_pixels=max(4, round(0.002 * height * width)))
+    centres, visible = blob_track(mask, min_blob_pixels(height, width))
     seen = int(visible.sum())
     verdict = {"prompt": prompt, "visible_frames": seen, "window_frames": last + 1}
     if seen < max(2, (last + 2) // 2):
