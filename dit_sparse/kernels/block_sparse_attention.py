@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..plan import BlockPlan
+from ..plan import BlockPlan, num_blocks
 from ._runtime import (
     INTERPRETED,
     LOG2E,
@@ -424,7 +424,7 @@ def launch_block_sparse_attention(
         k_perm = torch.empty((batch, heads, seq_len, head_dim), dtype=k.dtype, device=k.device)
         v_perm = torch.empty_like(k_perm)
         perm_strides = (*_broadcast_strides(perm, 2), *_broadcast_strides(permuted, 2))
-        _permute_kv[(triton.cdiv(seq_len, _PERMUTE_ROWS), batch * heads)](
+        _permute_kv[(num_blocks(seq_len, _PERMUTE_ROWS), batch * heads)](
             k, v, k_perm, v_perm, perm, permuted, head_plans,
             *k.stride()[:3], *v.stride()[:3], *perm_strides, *head_plan_strides, heads, seq_len,
             HEAD_DIM=head_dim, BLOCK_S=_PERMUTE_ROWS, HAS_HEAD_PLANS=head_plans is not None,
@@ -434,7 +434,7 @@ def launch_block_sparse_attention(
     if mass is not None:
         sums = mass.partials.sums
         mass_args = (sums, mass.lse, *mass.lse.stride(), *sums.stride())
-    grid = (triton.cdiv(seq_len, config.block_m), batch * heads)
+    grid = (num_blocks(seq_len, config.block_m), batch * heads)
     _block_sparse_attention_fwd[grid](
         q, k, v, out, lse, kv_indices, kv_counts, perm, permuted, head_plans, k_perm, v_perm,
         *mass_args[:2], *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],

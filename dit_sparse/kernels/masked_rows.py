@@ -12,8 +12,11 @@ flags come as bits per (query block, key), packed once per layout (`pack_keep_bi
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
+from ..plan import num_blocks
 from ._runtime import (
     INTERPRETED,
     LOG2E,
@@ -26,23 +29,29 @@ from ._runtime import (
 )
 from .reference import masked_row_errors_reference
 
-# Keys per inner step, rows per program (three fp32 [rows, head_dim] accumulators must fit the
-# registers of 4 warps) and programs per SM. On an H100 (D = 128, bf16; Wan 480p and 720p)
-# 64 rows, 4 warps and about 4 programs per SM ran fastest: 0.24 / 1.1 ms, against 0.43 / 3.0
-# ms for 8 warps, 2 programs per SM and block-mask lookups in the loop (benchmarks/probes/).
-# Splits shorter than 1536 keys lost there (480p: 22 splits 221 us, 44 splits 243 us). One
-# program per output (three programs of one accumulator, each with its own max) was no faster:
-# 229 us at 480p with 21 splits, 1108 us at 720p with 11, and its merge took 58 us
-# (benchmarks/probes/svg_profiling_passes-h100.json, profile_svg-one-program-per-output-h100.txt).
+# Keys per inner step; rows and warps per program by head dim (three fp32 [rows, head_dim]
+# accumulators must fit the registers); pipeline stages. On an H200 (D = 128, bf16; Wan 480p
+# and 720p) 64 rows of 8 warps and 3 stages ran fastest and spill nothing (255 registers):
+# 141 / 845 us per call against 195 / 1055 us for 64 rows of 4 warps, which spill 126
+# registers, and 207-241 / 1312 us for 32 rows of 4 warps
+# (benchmarks/probes/svg_profiling_registers-h200.json). One program per output (three
+# programs of one accumulator, each with its own max) was no faster on an H100
+# (benchmarks/probes/svg_profiling_passes-h100.json).
 _BLOCK_N = 64
-_GPU_ROW_TILE = {16: 64, 32: 64, 64: 64, 128: 64, 256: 16}
-_GPU_WARPS = 4
-_PROGRAMS_PER_SM = 4
-_MIN_KEYS_PER_SPLIT = 1536
+_GPU_TILES = {16: (64, 8), 32: (64, 8), 64: (64, 8), 128: (64, 8), 256: (16, 4)}
+_GPU_STAGES = 3
 _INTERPRETER_ROW_TILE = 32
-_GPU_STAGES = 2
+# Key splits per (batch, head, row tile). A program holds a whole SM (8 warps at 255
+# registers), so the programs run in waves of one per SM, and a program's time is about
+# (its keys + _SPLIT_COST_KEYS) x a per-key time: the fixed part is its pipeline's start and
+# its partial sums' store. Fitted to the H200 sweep at 720p (4-21 splits within 2%); splits
+# stay at least _MIN_KEYS_PER_SPLIT long so the merge stays small.
+_SPLIT_COST_KEYS = 400
+_MIN_KEYS_PER_SPLIT = 1536
 # Rows per merge program: three [rows, head_dim] fp32 sums; divides every partial row tile.
-_MERGE_ROW_TILE = 16
+# Small tiles give the latency-bound merge more programs: 4 rows took 9 / 32 us at 480p /
+# 720p on an H200, 16 rows 13 / 46 us.
+_MERGE_ROW_TILE = 4
 # Bit j % 8 of byte j // 8 of a packed keep row is key j; rows cover whole multiples of this
 # many keys (at least every key tile's), 16-byte aligned.
 _KEEP_ROW_KEYS = 128
@@ -81,9 +90,8 @@ def _masked_tiles(
     q,
     k_base,
     v_base,
-    keep0_ptrs,
-    keep1_ptrs,
-    keep_shift,
+    keep0_words,
+    keep1_words,
     k_offsets,
     v_offsets,
     first,
@@ -109,9 +117,11 @@ def _masked_tiles(
         start = tl.cast(n0, tl.int64)
         k = tl.load(k_base + start * stride_ks + k_offsets, mask=kv_mask, other=fill)
         v = tl.load(v_base + start * stride_vs + v_offsets, mask=kv_mask, other=fill)
-        # Keys past ``end`` get score -inf below, so their bits need no masking.
-        keep0 = ((tl.load(keep0_ptrs + n0 // 8) >> keep_shift) & 1) != 0
-        keep1 = ((tl.load(keep1_ptrs + n0 // 8) >> keep_shift) & 1) != 0
+        # Keys past ``end`` get score -inf below, so their bits need no masking. A tile never
+        # straddles two words: tiles start at multiples of BLOCK_N, which divides 64.
+        shift = (n0 % 64 + tl.arange(0, BLOCK_N)).to(tl.uint64)[None, :]
+        keep0 = ((tl.load(keep0_words + n0 // 64)[:, None] >> shift) & 1) != 0
+        keep1 = ((tl.load(keep1_words + n0 // 64)[:, None] >> shift) & 1) != 0
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         if MASK:
             qk = tl.where(valid[None, :], qk, float("-inf"))
@@ -157,7 +167,7 @@ def _masked_rows_partial(
     keys_per_split,
     splits,
     q_blocks,
-    keep_row_bytes,
+    keep_row_words,
     qk_scale,
     HEAD_DIM: tl.constexpr,
     ROW_TILE: tl.constexpr,
@@ -179,16 +189,15 @@ def _masked_rows_partial(
 
     m_i = tl.full([ROW_TILE], float("-inf"), tl.float32)
     l_all, l_0, l_1, acc_all, acc_0, acc_1 = _zeroed_sums(ROW_TILE, HEAD_DIM)
-    # Every tile's pointers are a scalar base plus these loop-invariant offsets (see the
-    # attention kernel): K and V rows, and each row's keep byte of each key in both masks.
+    # Every K/V tile's pointers are a scalar base plus these loop-invariant offsets (see the
+    # attention kernel). Each row's keep bits are read as one 64-bit word per 64 keys: a
+    # pointer per row, where a byte pointer per (row, key) held 2 x 64 x 64 addresses in
+    # registers and the pass spilled (ptxas, sm_90: 1,416 bytes at 4 warps; benchmarks/probes).
     k_offsets = offs_n[:, None] * stride_ks + offs_d[None, :]
     v_offsets = offs_n[:, None] * stride_vs + offs_d[None, :]
-    key_bytes = (offs_n // 8)[None, :]
-    keep0_rows = tl.load(TOKEN_BLOCKS + rows).to(tl.int32) * keep_row_bytes
-    keep1_rows = (q_blocks + tl.load(TOKEN_BLOCKS + seq_len + rows)).to(tl.int32) * keep_row_bytes
-    keep0_ptrs = KEEP_BITS + (keep0_rows[:, None] + key_bytes)
-    keep1_ptrs = KEEP_BITS + (keep1_rows[:, None] + key_bytes)
-    keep_shift = (offs_n % 8).to(tl.uint8)[None, :]
+    keep_words = KEEP_BITS.to(tl.pointer_type(tl.uint64))
+    keep0_words = keep_words + tl.load(TOKEN_BLOCKS + rows) * keep_row_words
+    keep1_words = keep_words + (q_blocks + tl.load(TOKEN_BLOCKS + seq_len + rows)) * keep_row_words
     k_base = K + b * stride_kb + h * stride_kh
     v_base = V + b * stride_vb + h * stride_vh
     start = split * keys_per_split
@@ -197,11 +206,11 @@ def _masked_rows_partial(
     full_end = start + (end - start) // BLOCK_N * BLOCK_N
     state = (m_i, l_all, l_0, l_1, acc_all, acc_0, acc_1)
     state = _masked_tiles(
-        state, q, k_base, v_base, keep0_ptrs, keep1_ptrs, keep_shift, k_offsets, v_offsets,
+        state, q, k_base, v_base, keep0_words, keep1_words, k_offsets, v_offsets,
         start, full_end, end, qk_scale, stride_ks, stride_vs, BLOCK_N, False, DOT_PRECISION,
     )  # fmt: skip
     state = _masked_tiles(
-        state, q, k_base, v_base, keep0_ptrs, keep1_ptrs, keep_shift, k_offsets, v_offsets,
+        state, q, k_base, v_base, keep0_words, keep1_words, k_offsets, v_offsets,
         full_end, end, end, qk_scale, stride_ks, stride_vs, BLOCK_N, True, DOT_PRECISION,
     )  # fmt: skip
     m_i, l_all, l_0, l_1, acc_all, acc_0, acc_1 = state
@@ -228,32 +237,39 @@ def _merge_errors(
     splits,
     num_rows,
     padded_rows,
+    inv_count,
     HEAD_DIM: tl.constexpr,
     ROW_TILE: tl.constexpr,
 ):
-    """One head's ``ROW_TILE`` rows: merge the splits' partial softmaxes (each rescaled to the
-    common max), then write the rows' summed squared error of both masks to ``ERR[bh, tile]``."""
+    """One head's ``ROW_TILE`` rows: merge the splits' partial softmaxes in one pass (each
+    rescaled to the running max), then write the rows' summed squared error of both masks,
+    times ``inv_count``, to ``ERR[bh, tile]``."""
     pid_bh = tl.program_id(0)
     row_tile = tl.program_id(1)
     offs_r = row_tile * ROW_TILE + tl.arange(0, ROW_TILE)
     offs_d = tl.arange(0, HEAD_DIM)
     first = pid_bh.to(tl.int64) * splits
-    m_max = tl.full([ROW_TILE], float("-inf"), tl.float32)
-    for split in tl.range(0, splits):
-        m_max = tl.maximum(m_max, tl.load(WS_M + (first + split) * padded_rows + offs_r))
+    m_run = tl.full([ROW_TILE], float("-inf"), tl.float32)
     l_all, l_0, l_1, acc_all, acc_0, acc_1 = _zeroed_sums(ROW_TILE, HEAD_DIM)
     acc_offsets = offs_r[:, None] * HEAD_DIM + offs_d[None, :]
     for split in tl.range(0, splits):
         slot = first + split
-        weight = tl.math.exp2(tl.load(WS_M + slot * padded_rows + offs_r) - m_max)
+        # Every split's max is finite (its keys all count for the exact output), so m_new is.
+        m_split = tl.load(WS_M + slot * padded_rows + offs_r)
+        m_new = tl.maximum(m_run, m_split)
+        alpha = tl.math.exp2(m_run - m_new)
+        weight = tl.math.exp2(m_split - m_new)
         l_ptr = WS_L + slot * 3 * padded_rows + offs_r
-        l_all += weight * tl.load(l_ptr)
-        l_0 += weight * tl.load(l_ptr + padded_rows)
-        l_1 += weight * tl.load(l_ptr + 2 * padded_rows)
+        l_all = l_all * alpha + weight * tl.load(l_ptr)
+        l_0 = l_0 * alpha + weight * tl.load(l_ptr + padded_rows)
+        l_1 = l_1 * alpha + weight * tl.load(l_ptr + 2 * padded_rows)
         acc_ptr = WS_ACC + slot * 3 * padded_rows * HEAD_DIM + acc_offsets
-        acc_all += weight[:, None] * tl.load(acc_ptr)
-        acc_0 += weight[:, None] * tl.load(acc_ptr + padded_rows * HEAD_DIM)
-        acc_1 += weight[:, None] * tl.load(acc_ptr + 2 * padded_rows * HEAD_DIM)
+        acc_all = acc_all * alpha[:, None] + weight[:, None] * tl.load(acc_ptr)
+        acc_0 = acc_0 * alpha[:, None] + weight[:, None] * tl.load(acc_ptr + padded_rows * HEAD_DIM)
+        acc_1 = acc_1 * alpha[:, None] + weight[:, None] * tl.load(
+            acc_ptr + 2 * padded_rows * HEAD_DIM
+        )
+        m_run = m_new
     # A mask may keep none of a row's keys (sum 0): its output is then 0, as in the reference.
     tiny = 1.1754943508222875e-38
     exact = acc_all / tl.maximum(l_all, tiny)[:, None]
@@ -261,8 +277,29 @@ def _merge_errors(
     diff_0 = tl.where(valid, acc_0 / tl.maximum(l_0, tiny)[:, None] - exact, 0.0)
     diff_1 = tl.where(valid, acc_1 / tl.maximum(l_1, tiny)[:, None] - exact, 0.0)
     err_ptr = ERR + (pid_bh.to(tl.int64) * tl.num_programs(1) + row_tile) * 2
-    tl.store(err_ptr, tl.sum(tl.sum(diff_0 * diff_0, 1), 0))
-    tl.store(err_ptr + 1, tl.sum(tl.sum(diff_1 * diff_1, 1), 0))
+    tl.store(err_ptr, tl.sum(tl.sum(diff_0 * diff_0, 1), 0) * inv_count)
+    tl.store(err_ptr + 1, tl.sum(tl.sum(diff_1 * diff_1, 1), 0) * inv_count)
+
+
+@triton.jit
+def _sum_tiles_and_choose(
+    PARTIAL, ERR, CHOICE, COUNT, pairs, tiles, BLOCK_P: tl.constexpr, BLOCK_T: tl.constexpr
+):
+    """One program: ``ERR[p] = sum_t PARTIAL[p, t]`` (both masks), ``CHOICE[p]`` = 1 where mask
+    1's error is strictly lower, ``COUNT`` = how many pairs chose it (one launch for what took
+    three torch reductions and comparisons)."""
+    offs_p = tl.arange(0, BLOCK_P)
+    offs_t = tl.arange(0, BLOCK_T)
+    valid = offs_p < pairs
+    tile_ptrs = PARTIAL + (offs_p[:, None] * tiles + offs_t[None, :]) * 2
+    tile_mask = valid[:, None] & (offs_t < tiles)[None, :]
+    error_0 = tl.sum(tl.load(tile_ptrs, mask=tile_mask, other=0.0), 1)
+    error_1 = tl.sum(tl.load(tile_ptrs + 1, mask=tile_mask, other=0.0), 1)
+    tl.store(ERR + offs_p * 2, error_0, mask=valid)
+    tl.store(ERR + offs_p * 2 + 1, error_1, mask=valid)
+    chosen = (error_1 < error_0) & valid
+    tl.store(CHOICE + offs_p, chosen.to(tl.int64), mask=valid)
+    tl.store(COUNT, tl.sum(chosen.to(tl.float32), 0))
 
 
 def masked_row_errors(
@@ -276,7 +313,8 @@ def masked_row_errors(
     scale: float | None = None,
     splits: int | None = None,
     keep_bits: torch.Tensor | None = None,
-) -> torch.Tensor:
+    with_choice: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean squared error of the ``rows``' attention outputs under two block masks.
 
     Args:
@@ -288,20 +326,27 @@ def masked_row_errors(
         scale: score scale, default ``1 / sqrt(D)``.
         splits: programs sharing one head's keys (default: enough to fill the GPU).
         keep_bits: `pack_keep_bits` of the masks, if the caller keeps it (built otherwise).
+        with_choice: also return which mask each (batch, head) should take.
 
     Returns:
         fp32 ``[B, H, 2]``: for mask ``i``, the mean over rows and channels of the squared
         difference between the rows' output under that mask (softmax renormalised over the
-        kept keys) and their exact output.
+        kept keys) and their exact output. With ``with_choice`` also int64 ``[B, H]``, 1 where
+        mask 1's error is strictly lower, and fp32 0-d, how many those are.
 
-    On CUDA one split-K Triton pass and a small Triton merge; elsewhere the torch reference.
+    On CUDA one split-K Triton pass, a small Triton merge and (the errors summed over row tiles,
+    and the choice) a one-program kernel; elsewhere the torch reference.
     """
     check_qkv(q=q, k=k, v=v)
     scale = resolve_scale(scale, q.shape[-1])
     _check_masks(q, rows, token_blocks, block_masks, splits)
     if not triton_runs_on(q.device):
         warn_fallback("masked_row_errors", q.device)
-        return masked_row_errors_reference(q, k, v, rows, token_blocks, block_masks, scale)
+        errors = masked_row_errors_reference(q, k, v, rows, token_blocks, block_masks, scale)
+        if not with_choice:
+            return errors
+        choice = torch.lt(errors[..., 1], errors[..., 0]).long()
+        return errors, choice, choice.sum(dtype=torch.float32)
     if keep_bits is None:
         keep_bits = pack_keep_bits(token_blocks, block_masks)
     _check_keep_bits(keep_bits, block_masks, q)
@@ -309,19 +354,18 @@ def masked_row_errors(
         # The interpreter's bf16 dot is wrong (numpy has no bf16): compute in fp32 there.
         q, k, v = q.float(), k.float(), v.float()
     batch, heads, seq_len, head_dim = q.shape
-    row_tile = _INTERPRETER_ROW_TILE if q.device.type == "cpu" else _GPU_ROW_TILE[head_dim]
-    row_tiles = triton.cdiv(rows.numel(), row_tile)
+    row_tile, warps = (
+        _GPU_TILES[head_dim] if q.device.type == "cuda" else (_INTERPRETER_ROW_TILE, 4)
+    )
+    row_tiles = num_blocks(rows.numel(), row_tile)
     padded = row_tiles * row_tile
     if splits is None and q.device.type == "cuda":
         sms = torch.cuda.get_device_properties(q.device).multi_processor_count
-        splits = min(
-            triton.cdiv(_PROGRAMS_PER_SM * sms, batch * heads * row_tiles),
-            max(1, seq_len // _MIN_KEYS_PER_SPLIT),
-        )
+        splits = _key_splits(seq_len, batch * heads * row_tiles, sms)
     elif splits is None:
-        splits = max(1, triton.cdiv(2, batch * heads * row_tiles))
-    keys_per_split = triton.cdiv(triton.cdiv(seq_len, splits), _BLOCK_N) * _BLOCK_N
-    splits = triton.cdiv(seq_len, keys_per_split)
+        splits = max(1, num_blocks(2, batch * heads * row_tiles))
+    keys_per_split = _split_keys(seq_len, splits)
+    splits = num_blocks(seq_len, keys_per_split)
     slots = batch * heads * splits
     ws_m = torch.empty(slots, padded, dtype=torch.float32, device=q.device)
     ws_l = torch.empty(slots, 3, padded, dtype=torch.float32, device=q.device)
@@ -331,21 +375,50 @@ def masked_row_errors(
         q, k, v, rows.contiguous(), token_blocks.contiguous(), keep_bits, ws_m, ws_l, ws_acc,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
         heads, seq_len, rows.numel(), padded, keys_per_split, splits, keep_bits.shape[1],
-        keep_bits.shape[2], scale * LOG2E,
+        keep_bits.shape[2] // 8, scale * LOG2E,
         HEAD_DIM=head_dim,
         ROW_TILE=row_tile,
         BLOCK_N=_BLOCK_N,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=_GPU_WARPS if q.device.type == "cuda" else 4,
+        num_warps=warps,
         num_stages=_GPU_STAGES,
     )  # fmt: skip
     merge_tiles = padded // _MERGE_ROW_TILE
     partial = torch.empty(batch * heads, merge_tiles, 2, dtype=torch.float32, device=q.device)
     _merge_errors[(batch * heads, merge_tiles)](
-        ws_m, ws_l, ws_acc, partial, splits, rows.numel(), padded,
+        ws_m, ws_l, ws_acc, partial, splits, rows.numel(), padded, 1.0 / (rows.numel() * head_dim),
         HEAD_DIM=head_dim, ROW_TILE=_MERGE_ROW_TILE, num_warps=4,
     )  # fmt: skip
-    return (partial.sum(1) / (rows.numel() * head_dim)).view(batch, heads, 2)
+    pairs = batch * heads
+    errors = torch.empty(batch, heads, 2, dtype=torch.float32, device=q.device)
+    choice = torch.empty(batch, heads, dtype=torch.int64, device=q.device)
+    count = torch.empty((), dtype=torch.float32, device=q.device)
+    _sum_tiles_and_choose[(1,)](
+        partial, errors, choice, count, pairs, merge_tiles,
+        BLOCK_P=triton.next_power_of_2(pairs), BLOCK_T=triton.next_power_of_2(merge_tiles),
+        num_warps=4,
+    )  # fmt: skip
+    return (errors, choice, count) if with_choice else errors
+
+
+def _split_keys(seq_len: int, splits: int) -> int:
+    """Keys per split when ``seq_len`` keys go to ``splits`` programs (whole key tiles)."""
+    return num_blocks(num_blocks(seq_len, splits), _BLOCK_N) * _BLOCK_N
+
+
+@functools.lru_cache(maxsize=64)
+def _key_splits(seq_len: int, programs_per_split: int, sms: int) -> int:
+    """The split count with the least modelled time: waves of one program per SM, each
+    ``keys per split + _SPLIT_COST_KEYS`` long (see the constants). Cached: a search per call
+    cost 0.3 ms of CPU at Wan 480p, more than the pass's GPU time."""
+    best, best_cost = 1, None
+    for splits in range(1, max(1, seq_len // _MIN_KEYS_PER_SPLIT) + 1):
+        keys = _split_keys(seq_len, splits)
+        waves = num_blocks(programs_per_split * num_blocks(seq_len, keys), sms)
+        cost = waves * (keys + _SPLIT_COST_KEYS)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = splits, cost
+    return best
 
 
 def _check_keep_bits(keep_bits: torch.Tensor, block_masks: torch.Tensor, q: torch.Tensor) -> None:

@@ -166,13 +166,7 @@ class SparseVideoGen(SparseMethod):
         On CUDA one split-K Triton pass (`masked_row_errors`) reads K and V once from memory;
         no device sync.
         """
-        _check_qkv(q, k, v, layout)
-        masks = self.masks(layout, q.device)
-        rows = self.sample_rows(layout, q.device, generator)
-        return masked_row_errors(
-            q, k, v, rows, masks.token_blocks, masks.block_masks, scale=scale,
-            keep_bits=masks.keep_bits,
-        ).float()  # fmt: skip
+        return self._profile(q, k, v, layout, scale, generator)[0]
 
     def classify(
         self,
@@ -189,8 +183,26 @@ class SparseVideoGen(SparseMethod):
         ``q, k, v`` are ``[B, H, S, D]`` in the original token order. A head is temporal when
         its sampled rows' temporal-mask error is strictly lower (see `sampled_errors`).
         """
-        errors = self.sampled_errors(q, k, v, layout, scale=scale, generator=generator)
-        return (errors[..., TEMPORAL] < errors[..., SPATIAL]).long()
+        return self._profile(q, k, v, layout, scale, generator)[1]
+
+    def _profile(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        layout: TokenLayout,
+        scale: float | None,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`masked_row_errors` with the choice: errors ``[B, H, 2]``, kinds int64 ``[B, H]``
+        and the number of temporal heads (fp32 0-d), all on the device."""
+        _check_qkv(q, k, v, layout)
+        masks = self.masks(layout, q.device)
+        rows = self.sample_rows(layout, q.device, generator)
+        return masked_row_errors(
+            q, k, v, rows, masks.token_blocks, masks.block_masks, scale=scale,
+            keep_bits=masks.keep_bits, with_choice=True,
+        )  # fmt: skip
 
     # --- attention -------------------------------------------------------------------------
 
@@ -201,13 +213,13 @@ class SparseVideoGen(SparseMethod):
         generator = torch.Generator().manual_seed(
             self.seed + 1_000_003 * call.step + 10_007 * call.layer
         )
-        kinds = self.classify(q, k, v, call.layout, scale=call.scale, generator=generator)
+        _, kinds, temporal = self._profile(q, k, v, call.layout, call.scale, generator)
         out = block_sparse_attention(q, k, v, masks.plan(kinds), scale=call.scale)
         call.info.update(
             kind="svg",
-            density=masks.density(kinds),
+            density=masks.density_of(temporal, kinds.numel()),
             # Heads of this call that run temporal, averaged over the batch: 0 .. H.
-            temporal_heads=kinds.float().mean(0).sum(),
+            temporal_heads=temporal.mul(1 / kinds.shape[0]),
         )
         return out
 

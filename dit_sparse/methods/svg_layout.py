@@ -168,6 +168,7 @@ class SVGMasks:
         kv_indices, kv_counts: int32 ``[1, 2, nq, max_kv]`` and ``[1, 2, nq]``: both kinds'
             lists, as the two shared plans of `plan`.
         densities: fp32 ``[2]``: share of token pairs each kind computes.
+        density_gap: temporal minus spatial density, as a float (for `density` without a sync).
     """
 
     layout: TokenLayout
@@ -181,6 +182,7 @@ class SVGMasks:
     kv_indices: torch.Tensor
     kv_counts: torch.Tensor
     densities: torch.Tensor
+    density_gap: float
 
     @property
     def band_frames(self) -> float:
@@ -203,7 +205,12 @@ class SVGMasks:
 
     def density(self, kinds: torch.Tensor) -> torch.Tensor:
         """0-d fp32: mean share of token pairs computed by heads of kinds ``[B, H]`` (no sync)."""
-        return self.densities[kinds.long()].mean()
+        return self.density_of(kinds.sum(dtype=torch.float32), kinds.numel())
+
+    def density_of(self, temporal: torch.Tensor, heads: int) -> torch.Tensor:
+        """0-d fp32: mean density of ``heads`` heads of which ``temporal`` (0-d) run temporal;
+        one launch, no sync."""
+        return torch.add(self.densities[SPATIAL], temporal, alpha=self.density_gap / heads)
 
     def token_masks(self, rows: torch.Tensor) -> torch.Tensor:
         """bool ``[2, R, S]``: the keys (original order) each kind keeps for original rows ``rows``."""
@@ -235,6 +242,7 @@ def build_masks(
     token_blocks = torch.stack([identity, inverse]) // block
     # Kinds ride on the head dimension, so both lists get one common width.
     plan = BlockPlan.from_block_mask(block_masks[None], block, block, layout.seq_len)
+    densities = plan.density_per_head()[0]
     return SVGMasks(
         layout=layout,
         block=block,
@@ -246,5 +254,6 @@ def build_masks(
         kinds_permuted=torch.tensor([[False, True]], device=device),
         kv_indices=plan.kv_indices,
         kv_counts=plan.kv_counts,
-        densities=plan.density_per_head()[0],
+        densities=densities,
+        density_gap=float(densities[TEMPORAL] - densities[SPATIAL]),
     )

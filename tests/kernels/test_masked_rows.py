@@ -37,9 +37,10 @@ def test_errors_match_masked_softmax(layout, rows, dim, dtype, splits):
     masks = SparseVideoGen(density=0.4, block_size=16).masks(layout)
     q, k, v = (torch.randn(2, 3, layout.seq_len, dim, generator=g).to(dtype) for _ in range(3))
     picked = torch.randperm(layout.seq_len, generator=g)[:rows]
-    errors = masked_row_errors(
-        q, k, v, picked, masks.token_blocks, masks.block_masks, scale=0.4, splits=splits
-    )
+    errors, choice, count = masked_row_errors(
+        q, k, v, picked, masks.token_blocks, masks.block_masks, scale=0.4, splits=splits,
+        with_choice=True,
+    )  # fmt: skip
     expected = masked_softmax_errors(
         q, k, v, picked, rows_token_masks(masks.token_blocks, masks.block_masks, picked), 0.4
     )
@@ -47,6 +48,11 @@ def test_errors_match_masked_softmax(layout, rows, dim, dtype, splits):
     tolerance = 1e-5 if dtype == torch.float32 else 2e-3
     assert torch.allclose(errors.double(), expected, rtol=tolerance, atol=1e-7)
     assert (errors > 0).all()
+    # The choice follows the reference wherever the two errors are not within the tolerance.
+    clear = (expected[..., 1] - expected[..., 0]).abs() > 4 * tolerance * expected.amax(-1)
+    assert clear.any()
+    assert torch.equal(choice[clear], (expected[..., 1] < expected[..., 0])[clear].long())
+    assert choice.dtype == torch.int64 and float(count) == choice.sum().item()
 
 
 def test_bad_masks_raise_with_what_is_accepted():
@@ -106,3 +112,18 @@ def test_rows_a_mask_keeps_nothing_of_get_zero_output():
             q, k, v, rows, token_blocks, block_masks,
             keep_bits=pack_keep_bits(token_blocks, block_masks)[:, :3],
         )  # fmt: skip
+
+
+def test_key_splits_fill_whole_waves_at_wan_sizes():
+    """On 132 SMs: Wan 480p (12 heads, 32,760 keys) in one full wave of 11 splits; 720p (40
+    heads, 75,600 keys) in 13 splits, 3.9 waves, which the launch-time model puts ahead of the
+    21 that ran fastest of those the H200 sweep tried (it did not try 13)."""
+    from dit_sparse.kernels.masked_rows import _key_splits, _split_keys
+
+    assert _key_splits(32760, 12, 132) == 11
+    assert _key_splits(75600, 40, 132) == 13
+    # Never shorter than the minimum split, never more splits than keys allow.
+    assert _key_splits(2000, 1, 132) == 1
+    for seq_len, programs in ((32760, 1), (75600, 2), (5000, 3)):
+        splits = _key_splits(seq_len, programs, 132)
+        assert _split_keys(seq_len, splits) >= 1536

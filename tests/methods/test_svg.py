@@ -185,16 +185,19 @@ def test_output_equals_reference_with_explicit_token_masks(layout, density, monk
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(2, 3, layout.seq_len, 16, generator=g) for _ in range(3))
     chosen = []
-    classify = method.classify
+    profile = method._profile
 
     def spy(*args, **kwargs):
-        chosen.append(classify(*args, **kwargs))
+        chosen.append(profile(*args, **kwargs))
         return chosen[-1]
 
-    monkeypatch.setattr(method, "classify", spy)
+    monkeypatch.setattr(method, "_profile", spy)
     call = call_for(layout, scale=0.2)
     out = method.attend(q, k, v, call)
-    (kinds,) = chosen
+    ((_, kinds, temporal),) = chosen
+    assert float(temporal) == kinds.sum().item()
+    assert float(call.info["temporal_heads"]) == pytest.approx(kinds.sum().item() / 2)
+    assert float(call.info["density"]) == pytest.approx(float(masks.densities[kinds].mean()))
     token_mask = expected[kinds]  # [B, H, S, S], original order
     reference = block_sparse_attention_reference(
         q, k, v, BlockPlan.from_block_mask(token_mask, 1, 1, layout.seq_len), scale=0.2
