@@ -56,6 +56,19 @@ def compiled_resources(fn) -> list:
 DEFAULTS = (dict(mr._GPU_TILES), mr._GPU_STAGES, mr._MERGE_ROW_TILE)
 
 
+def gpu_us_per_call(fn, calls: int = 10) -> dict[str, float]:
+    """GPU microseconds per call of each kernel ``fn`` launches (profiler, ``calls`` calls)."""
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    return {
+        e.key[:60]: e.self_device_time_total / calls
+        for e in prof.key_averages()
+        if e.self_device_time_total
+    }
+
+
 def set_shape(rows: int, warps: int, stages: int, merge_rows: int = DEFAULTS[2]) -> None:
     mr._GPU_TILES = {**DEFAULTS[0], 128: (rows, warps)}
     mr._GPU_STAGES = stages
@@ -148,15 +161,7 @@ for name, entry in best.items() if not final else ():
     for merge_rows in (4, 8, 16):
         mr._MERGE_ROW_TILE = merge_rows
         call = lambda: masked_row_errors(*args, splits=entry["splits"], keep_bits=masks.keep_bits)
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(10):
-                call()
-            torch.cuda.synchronize()
-        kernels = {
-            e.key[:60]: e.self_device_time_total / 10
-            for e in prof.key_averages()
-            if e.self_device_time_total
-        }
+        kernels = gpu_us_per_call(call)
         row = {"layout": name, "merge_rows": merge_rows, "gpu_us_per_call": kernels,
                "mean_us": 1e6 * mean_seconds(call, device, calls=30)}  # fmt: skip
         print(row, flush=True)
@@ -187,15 +192,7 @@ for name, entry in best.items():
         call = AttentionCall(layout, 1, 2, 10, 50, "cond", {})
         attend = lambda: svg.attend(q, k, v, call)
         attend()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(10):
-                attend()
-            torch.cuda.synchronize()
-        kernels = {
-            e.key[:60]: e.self_device_time_total / 10
-            for e in prof.key_averages()
-            if e.self_device_time_total
-        }
+        kernels = gpu_us_per_call(attend)
         total = sum(kernels.values())
         attention = sum(t for key, t in kernels.items() if key.startswith("_block_sparse"))
         row = {"layout": name, "case": case, "gpu_us_per_call": kernels, "total_us": total,
