@@ -32,29 +32,31 @@ from .reference import masked_row_errors_reference
 # Keys per inner step; rows and warps per program by head dim (three fp32 [rows, head_dim]
 # accumulators must fit the registers); pipeline stages. On an H200 (D = 128, bf16; Wan 480p
 # and 720p) 64 rows of 8 warps and 3 stages ran fastest and spill nothing (255 registers):
-# 141 / 845 us per call against 195 / 1055 us for 64 rows of 4 warps, which spill 126
-# registers, and 207-241 / 1312 us for 32 rows of 4 warps
-# (benchmarks/probes/svg_profiling_registers-h200.json). One program per output (three
-# programs of one accumulator, each with its own max) was no faster on an H100
-# (benchmarks/probes/svg_profiling_passes-h100.json).
+# 141 / 845 us a call back to back (11 / 21 splits) against 195 / 1,296-1,511 us for 64 rows of
+# 4 warps, which spill 126 registers, and 207-241 / 1,312 us for 32 rows of 4 warps
+# (benchmarks/probes/svg_profiling_registers-h200.json). Only D = 128 was measured; the other
+# head dims keep its shape. One program per output (three programs of one accumulator, each
+# with its own max) was no faster on an H100 (benchmarks/probes/svg_profiling_passes-h100.json).
 _BLOCK_N = 64
 _GPU_TILES = {16: (64, 8), 32: (64, 8), 64: (64, 8), 128: (64, 8), 256: (16, 4)}
 _GPU_STAGES = 3
 _INTERPRETER_ROW_TILE = 32
-# Key splits per (batch, head, row tile). A program holds a whole SM (8 warps at 255
-# registers), so the programs run in waves of one per SM, and a program's time is about
+# Key splits per (batch, head, row tile). At D = 128 a program holds a whole SM (8 warps at
+# 255 registers), so the programs run in waves of one per SM, and a program's time is about
 # (its keys + _SPLIT_COST_KEYS) x a per-key time: the fixed part is its pipeline's start and
 # its partial sums' store. Fitted to the H200 sweep at 720p (4-21 splits within 2%); its pick
-# there, 13, then took 747-762 us against 835-849 for 14 or 21. Splits stay at least
-# _MIN_KEYS_PER_SPLIT long so the merge stays small.
+# there, 13 splits, then took 747 us a call back to back against 845 / 859 us for 21 / 14 in
+# the sweep. Smaller head dims may fit more programs per SM, which the model ignores
+# (unmeasured). Splits stay at least _MIN_KEYS_PER_SPLIT long so the merge stays small.
 _SPLIT_COST_KEYS = 400
 _MIN_KEYS_PER_SPLIT = 1536
 # Rows per merge program: three [rows, head_dim] fp32 sums; divides every partial row tile.
 # Small tiles give the latency-bound merge more programs: 4 rows took 9 / 32 us at 480p /
 # 720p on an H200, 16 rows 13 / 46 us.
 _MERGE_ROW_TILE = 4
-# Bit j % 8 of byte j // 8 of a packed keep row is key j; rows cover whole multiples of this
-# many keys (at least every key tile's), 16-byte aligned.
+# Bit j % 8 of byte j // 8 of a packed keep row is key j, so on a little-endian GPU bit j % 64
+# of 64-bit word j // 64 is key j too; rows cover whole multiples of this many keys (at least
+# every key tile's), 16-byte aligned.
 _KEEP_ROW_KEYS = 128
 
 
@@ -67,7 +69,7 @@ def pack_keep_bits(token_blocks: torch.Tensor, block_masks: torch.Tensor) -> tor
     """
     masks, nq, _ = block_masks.shape
     seq_len = token_blocks.shape[1]
-    row_bytes = triton.cdiv(seq_len, _KEEP_ROW_KEYS) * _KEEP_ROW_KEYS // 8
+    row_bytes = num_blocks(seq_len, _KEEP_ROW_KEYS) * _KEEP_ROW_KEYS // 8
     weights = 1 << torch.arange(8, device=block_masks.device, dtype=torch.int32)
     packed = torch.empty(masks, nq, row_bytes, dtype=torch.uint8, device=block_masks.device)
     for i in range(masks):
@@ -120,6 +122,7 @@ def _masked_tiles(
         v = tl.load(v_base + start * stride_vs + v_offsets, mask=kv_mask, other=fill)
         # Keys past ``end`` get score -inf below, so their bits need no masking. A tile never
         # straddles two words: tiles start at multiples of BLOCK_N, which divides 64.
+        tl.static_assert(64 % BLOCK_N == 0)
         shift = (n0 % 64 + tl.arange(0, BLOCK_N)).to(tl.uint64)[None, :]
         keep0 = ((tl.load(keep0_words + n0 // 64)[:, None] >> shift) & 1) != 0
         keep1 = ((tl.load(keep1_words + n0 // 64)[:, None] >> shift) & 1) != 0
@@ -244,8 +247,9 @@ def _merge_errors(
 ):
     """One head's ``ROW_TILE`` rows: merge the splits' partial softmaxes (each rescaled to the
     common max), then write the rows' summed squared error of both masks, times ``inv_count``,
-    to ``ERR[bh, tile]``. Two passes over the splits (the max, then the sums): a single pass
-    with a running max took 10.3 us at Wan 480p on an H200 against 9.0."""
+    to ``ERR[bh, tile]``. Two passes over the splits (the max, then the sums): at the same
+    splits a single pass with a running max took 10.3 / 21.5 us at Wan 480p / 720p on an H200,
+    against 9.0 / 20.7 (benchmarks/probes/svg_profiling_registers-final*-h200.json)."""
     pid_bh = tl.program_id(0)
     row_tile = tl.program_id(1)
     offs_r = row_tile * ROW_TILE + tl.arange(0, ROW_TILE)
@@ -283,20 +287,31 @@ def _sum_tiles_and_choose(
     PARTIAL, ERR, CHOICE, COUNT, pairs, tiles, BLOCK_P: tl.constexpr, BLOCK_T: tl.constexpr
 ):
     """One program: ``ERR[p] = sum_t PARTIAL[p, t]`` (both masks), ``CHOICE[p]`` = 1 where mask
-    1's error is strictly lower, ``COUNT`` = how many pairs chose it (one launch for what took
-    three torch reductions and comparisons)."""
-    offs_p = tl.arange(0, BLOCK_P)
-    offs_t = tl.arange(0, BLOCK_T)
-    valid = offs_p < pairs
-    tile_ptrs = PARTIAL + (offs_p[:, None] * tiles + offs_t[None, :]) * 2
-    tile_mask = valid[:, None] & (offs_t < tiles)[None, :]
-    error_0 = tl.sum(tl.load(tile_ptrs, mask=tile_mask, other=0.0), 1)
-    error_1 = tl.sum(tl.load(tile_ptrs + 1, mask=tile_mask, other=0.0), 1)
-    tl.store(ERR + offs_p * 2, error_0, mask=valid)
-    tl.store(ERR + offs_p * 2 + 1, error_1, mask=valid)
-    chosen = (error_1 < error_0) & valid
-    tl.store(CHOICE + offs_p, chosen.to(tl.int64), mask=valid)
-    tl.store(COUNT, tl.sum(chosen.to(tl.float32), 0))
+    1's error is strictly lower, ``COUNT`` = how many pairs chose it. One launch for what took
+    a torch reduction, a comparison and a cast, plus the count's reduction."""
+    count = tl.zeros([BLOCK_P], tl.float32)
+    for first_pair in tl.range(0, pairs, BLOCK_P):
+        offs_p = first_pair + tl.arange(0, BLOCK_P)
+        valid = offs_p < pairs
+        error_0 = tl.zeros([BLOCK_P], tl.float32)
+        error_1 = tl.zeros([BLOCK_P], tl.float32)
+        for first_tile in tl.range(0, tiles, BLOCK_T):
+            offs_t = first_tile + tl.arange(0, BLOCK_T)
+            tile_ptrs = PARTIAL + (offs_p[:, None] * tiles + offs_t[None, :]) * 2
+            tile_mask = valid[:, None] & (offs_t < tiles)[None, :]
+            error_0 += tl.sum(tl.load(tile_ptrs, mask=tile_mask, other=0.0), 1)
+            error_1 += tl.sum(tl.load(tile_ptrs + 1, mask=tile_mask, other=0.0), 1)
+        tl.store(ERR + offs_p * 2, error_0, mask=valid)
+        tl.store(ERR + offs_p * 2 + 1, error_1, mask=valid)
+        chosen = (error_1 < error_0) & valid
+        tl.store(CHOICE + offs_p, chosen.to(tl.int64), mask=valid)
+        count += chosen.to(tl.float32)
+    tl.store(COUNT, tl.sum(count, 0))
+
+
+# Chunks of `_sum_tiles_and_choose`: all of SVG's (batch, head) pairs and row tiles at once.
+_CHOOSE_PAIRS = 128
+_CHOOSE_TILES = 16
 
 
 def masked_row_errors(
@@ -392,7 +407,8 @@ def masked_row_errors(
     count = torch.empty((), dtype=torch.float32, device=q.device)
     _sum_tiles_and_choose[(1,)](
         partial, errors, choice, count, pairs, merge_tiles,
-        BLOCK_P=triton.next_power_of_2(pairs), BLOCK_T=triton.next_power_of_2(merge_tiles),
+        BLOCK_P=min(_CHOOSE_PAIRS, triton.next_power_of_2(pairs)),
+        BLOCK_T=min(_CHOOSE_TILES, triton.next_power_of_2(merge_tiles)),
         num_warps=4,
     )  # fmt: skip
     return (errors, choice, count) if with_choice else errors
@@ -406,8 +422,8 @@ def _split_keys(seq_len: int, splits: int) -> int:
 @functools.lru_cache(maxsize=64)
 def _key_splits(seq_len: int, programs_per_split: int, sms: int) -> int:
     """The split count with the least modelled time: waves of one program per SM, each
-    ``keys per split + _SPLIT_COST_KEYS`` long (see the constants). Cached: a search per call
-    cost 0.3 ms of CPU at Wan 480p, more than the pass's GPU time."""
+    ``keys per split + _SPLIT_COST_KEYS`` long (see the constants). Cached, so that a call
+    does not repeat the search."""
     best, best_cost = 1, None
     for splits in range(1, max(1, seq_len // _MIN_KEYS_PER_SPLIT) + 1):
         keys = _split_keys(seq_len, splits)
@@ -419,16 +435,18 @@ def _key_splits(seq_len: int, programs_per_split: int, sms: int) -> int:
 
 
 def _check_keep_bits(keep_bits: torch.Tensor, block_masks: torch.Tensor, q: torch.Tensor) -> None:
-    needed = triton.cdiv(q.shape[2], _KEEP_ROW_KEYS) * _KEEP_ROW_KEYS // 8
+    needed = num_blocks(q.shape[2], _KEEP_ROW_KEYS) * _KEEP_ROW_KEYS // 8
     shape = (*block_masks.shape[:2], needed)
     if (
         keep_bits.dtype != torch.uint8
         or keep_bits.shape != shape
         or not keep_bits.is_contiguous()
+        or keep_bits.data_ptr() % 8  # read as 64-bit words
         or keep_bits.device != q.device
     ):
         raise ValueError(
             "keep_bits must be pack_keep_bits(token_blocks, block_masks): contiguous uint8 "
+            "starting at an 8-byte boundary, "
             f"{list(shape)} on {q.device}; got {keep_bits.dtype} {list(keep_bits.shape)} "
             f"on {keep_bits.device}"
         )

@@ -13,6 +13,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 
 def test_kernels_lower_to_triton_ir():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -23,12 +25,22 @@ def test_kernels_lower_to_triton_ir():
     assert "lowered 9 kernel variants; the chained comparison was rejected" in done.stdout
 
 
+def _ptxas_path(triton):
+    from pathlib import Path
+
+    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+
+
 def test_svg_profiling_pass_compiles_without_spills():
     """SVG's profiling pass holds three [rows, D] fp32 accumulators: at the launcher's tiles for
     D = 128 they must fit the registers of an H100/H200, since spilling cost it about a third of
     its speed (benchmarks/probes/svg_profiling_registers-h200.json). Compiled for sm_90 and
     counted by ptxas, which ships with Triton; no GPU needed. Triton 3.6 spilled nothing there;
     3.8 spills 8 bytes. The 4-warp tiles this replaced spilled 1,416 bytes."""
+    import triton
+
+    if not _ptxas_path(triton).exists():
+        pytest.skip("this Triton ships no ptxas to count registers with")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
         [sys.executable, __file__, "--spills"], env=env, capture_output=True, text=True, timeout=600
@@ -64,12 +76,12 @@ def _profiling_pass_spills() -> None:
     # strides and sizes that are multiples of 16.
     aligned = [*pointers, "stride_qb", "stride_qh", "stride_qs", "stride_kb", "stride_kh"]
     aligned += ["stride_ks", "stride_vb", "stride_vh", "stride_vs", "padded_rows"]
-    aligned += ["keys_per_split", "keep_row_words"]
+    aligned += ["keys_per_split"]
     attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
     source = ASTSource(fn, signature=signature, constexprs=constexprs, attrs=attrs)
     options = {"num_warps": warps, "num_stages": masked_rows._GPU_STAGES}
     kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
-    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    ptxas = _ptxas_path(triton)
     with tempfile.TemporaryDirectory() as tmp:
         ptx = Path(tmp) / "pass.ptx"
         ptx.write_text(kernel.asm["ptx"])

@@ -30,10 +30,12 @@ def masked_softmax_errors(q, k, v, rows, masks, scale):
         (TokenLayout(5, 4, 6), 20, 16, torch.float32, 3),  # 120 tokens: ragged key tiles
         (TokenLayout(6, 5, 5, text_len=7), 37, 32, torch.float16, None),  # rows over 2 tiles
         (TokenLayout(4, 8, 8), 64, 16, torch.float32, 1),
+        (TokenLayout(4, 5, 5), 70, 16, torch.float32, 2),  # 24 merge tiles: not a power of 2
     ],
 )
 def test_errors_match_masked_softmax(layout, rows, dim, dtype, splits):
-    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    seed = torch.seed() % 2**31
+    g = torch.Generator().manual_seed(seed)
     masks = SparseVideoGen(density=0.4, block_size=16).masks(layout)
     q, k, v = (torch.randn(2, 3, layout.seq_len, dim, generator=g).to(dtype) for _ in range(3))
     picked = torch.randperm(layout.seq_len, generator=g)[:rows]
@@ -46,12 +48,13 @@ def test_errors_match_masked_softmax(layout, rows, dim, dtype, splits):
     )
     assert errors.shape == (2, 3, 2) and errors.dtype == torch.float32
     tolerance = 1e-5 if dtype == torch.float32 else 2e-3
-    assert torch.allclose(errors.double(), expected, rtol=tolerance, atol=1e-7)
+    assert torch.allclose(errors.double(), expected, rtol=tolerance, atol=1e-7), f"seed {seed}"
     assert (errors > 0).all()
     # The choice follows the reference wherever the two errors are not within the tolerance.
     clear = (expected[..., 1] - expected[..., 0]).abs() > 4 * tolerance * expected.amax(-1)
     assert clear.any()
-    assert torch.equal(choice[clear], (expected[..., 1] < expected[..., 0])[clear].long())
+    want = (expected[..., 1] < expected[..., 0])[clear].long()
+    assert torch.equal(choice[clear], want), f"seed {seed}"
     assert choice.dtype == torch.int64 and float(count) == choice.sum().item()
 
 
@@ -112,6 +115,12 @@ def test_rows_a_mask_keeps_nothing_of_get_zero_output():
             q, k, v, rows, token_blocks, block_masks,
             keep_bits=pack_keep_bits(token_blocks, block_masks)[:, :3],
         )  # fmt: skip
+    packed = pack_keep_bits(token_blocks, block_masks)
+    # The kernel reads the bits as 64-bit words: a copy one byte off its allocation is refused.
+    shifted = torch.empty(packed.numel() + 1, dtype=torch.uint8)[1:].view(packed.shape)
+    shifted.copy_(packed)
+    with pytest.raises(ValueError, match="8-byte boundary"):
+        masked_row_errors(q, k, v, rows, token_blocks, block_masks, keep_bits=shifted)
 
 
 def test_key_splits_fill_whole_waves_at_wan_sizes():
@@ -127,3 +136,26 @@ def test_key_splits_fill_whole_waves_at_wan_sizes():
     for seq_len, programs in ((32760, 1), (75600, 2), (5000, 3)):
         splits = _key_splits(seq_len, programs, 132)
         assert _split_keys(seq_len, splits) >= 1536
+
+
+def test_choice_over_pair_and_tile_chunks(monkeypatch):
+    """The choice kernel walks (batch, head) pairs and row tiles in chunks: with chunks smaller
+    than both, it still sums every tile and counts every pair."""
+    from dit_sparse.kernels import masked_rows
+
+    monkeypatch.setattr(masked_rows, "_CHOOSE_PAIRS", 4)
+    monkeypatch.setattr(masked_rows, "_CHOOSE_TILES", 2)
+    layout = TokenLayout(6, 5, 5)  # with this seed and density, 3 of the 9 pairs pick mask 1
+    masks = SparseVideoGen(density=0.6, block_size=16).masks(layout)
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(3, 3, layout.seq_len, 16, generator=g) for _ in range(3))
+    rows = torch.randperm(layout.seq_len, generator=g)[:45]
+    errors, choice, count = masked_row_errors(
+        q, k, v, rows, masks.token_blocks, masks.block_masks, with_choice=True
+    )
+    expected = masked_row_errors_reference(
+        q.double(), k.double(), v.double(), rows, masks.token_blocks, masks.block_masks, 0.25
+    )
+    assert torch.allclose(errors.double(), expected, rtol=1e-5, atol=1e-9)
+    assert torch.equal(choice, (expected[..., 1] < expected[..., 0]).long())
+    assert float(count) == choice.sum().item() and 0 < float(count) < 9
