@@ -125,7 +125,7 @@ def test_rows_a_mask_keeps_nothing_of_get_zero_output():
 
 def test_key_splits_fill_whole_waves_at_wan_sizes():
     """On 132 SMs: Wan 480p (12 heads, 32,760 keys) in one full wave of 11 splits; 720p (40
-    heads, 75,600 keys) in 13 splits, 3.9 waves (747-762 us on an H200, against 835-849 us for
+    heads, 75,600 keys) in 13 splits, 3.9 waves (747-762 us on an H200, against 835-855 us for
     14 or 21 splits)."""
     from dit_sparse.kernels.masked_rows import _key_splits, _split_keys
 
