@@ -24,20 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
-from motion_speed import SIZE, summarise
+from motion_speed import drawn_clips, sampling_record, summarise
 
 from dit_sparse.pipelines.shapes import MODEL_DIR, load_wan_shapes
 from dit_sparse.synthetic import (
-    ClipBatch,
     evaluation_prompts,
-    parse_prompt,
-    render_clips,
     to_frames,
 )
-from dit_sparse.utils import atomic_write_text
+from dit_sparse.utils import append_json_record
 
 
 @torch.no_grad()
@@ -96,19 +92,13 @@ def main() -> None:
     pipe = load_wan_shapes(args.model_dir)
     vae = pipe.vae
     prompts = evaluation_prompts(args.prompts)
-    batch = ClipBatch.from_attributes([parse_prompt(p) for p in prompts])
-    videos = render_clips(batch, args.frames, SIZE, SIZE, torch.Generator().manual_seed(7))
+    videos = drawn_clips(prompts, args.frames, seed=7)
     drawn = vae.normalize(vae.encode(videos))
     noise = torch.randn(drawn.shape, generator=torch.Generator().manual_seed(0))
     pipe.scheduler.set_timesteps(args.steps)
     sigmas = pipe.scheduler.sigmas.tolist()
     result = {
-        "model_dir": Path(args.model_dir).name,
-        "frames": args.frames,
-        "steps": args.steps,
-        "shift": pipe.scheduler.config.shift,
-        "guidance": args.guidance,
-        "prompts": len(prompts),
+        **sampling_record(args, pipe, prompts),
         "drawn": summarise(to_frames(videos), prompts),
     }
     if args.first_frame:
@@ -130,9 +120,7 @@ def main() -> None:
         print(level, result[f"from_noise_{level}"], flush=True)
     print(json.dumps(result, indent=2))
     if args.out:
-        path = Path(args.out)
-        runs = json.loads(path.read_text()) if path.exists() else []
-        atomic_write_text(path, json.dumps([*runs, result], indent=2) + "\n")
+        append_json_record(args.out, result)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,14 @@ the wrong one wherever the noisy clip leaves the direction open. CPU, about a mi
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
-from motion_speed import SIZE
+from motion_speed import drawn_clips
 
 from dit_sparse.pipelines.shapes import MODEL_DIR, load_wan_shapes
-from dit_sparse.synthetic import ClipBatch, evaluation_prompts, parse_prompt, render_clips
-from dit_sparse.utils import atomic_write_text
+from dit_sparse.synthetic import evaluation_prompts, parse_prompt
+from dit_sparse.utils import append_json_record
 
 NOISE_LEVELS = (0.3, 0.6, 0.8, 0.9, 0.94, 0.96, 0.98, 0.99, 1.0)
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
@@ -42,9 +41,7 @@ def main() -> None:
     pipe = load_wan_shapes(args.model_dir)
     model, vae = pipe.transformer, pipe.vae
     prompts = evaluation_prompts(args.prompts)
-    batch = ClipBatch.from_attributes([parse_prompt(p) for p in prompts])
-    videos = render_clips(batch, 17, SIZE, SIZE, torch.Generator().manual_seed(7))
-    drawn = vae.normalize(vae.encode(videos))
+    drawn = vae.normalize(vae.encode(drawn_clips(prompts, 17, seed=7)))
     texts = {
         name: pipe.encode_prompt(
             variant, do_classifier_free_guidance=False, max_sequence_length=512, device="cpu"
@@ -83,9 +80,7 @@ def main() -> None:
         "levels": levels,
     }
     if args.out:
-        path = Path(args.out)
-        runs = json.loads(path.read_text()) if path.exists() else []
-        atomic_write_text(path, json.dumps([*runs, result], indent=2) + "\n")
+        append_json_record(args.out, result)
 
 
 if __name__ == "__main__":

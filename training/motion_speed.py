@@ -33,7 +33,7 @@ from dit_sparse.synthetic import (
 )
 from dit_sparse.synthetic.motion import blob_track, colour_mask, min_blob_pixels
 from dit_sparse.synthetic.vocabulary import DIRECTIONS, SPEEDS
-from dit_sparse.utils import atomic_write_text
+from dit_sparse.utils import append_json_record
 
 SIZE = 64
 
@@ -73,6 +73,24 @@ def summarise(clips: torch.Tensor, prompts: list[str]) -> dict:
     return summary
 
 
+def drawn_clips(prompts: list[str], frames: int, seed: int) -> torch.Tensor:
+    """Drawn clips ``[N, 3, F, SIZE, SIZE]`` in [-1, 1], one per prompt, from ``seed``."""
+    batch = ClipBatch.from_attributes([parse_prompt(p) for p in prompts])
+    return render_clips(batch, frames, SIZE, SIZE, torch.Generator().manual_seed(seed))
+
+
+def sampling_record(args: argparse.Namespace, pipe, prompts: list[str]) -> dict:
+    """What a record says of how it sampled: model, frames, steps, shift, guidance, prompts."""
+    return {
+        "model_dir": Path(args.model_dir).name,
+        "frames": args.frames,
+        "steps": args.steps,
+        "shift": pipe.scheduler.config.shift,
+        "guidance": args.guidance,
+        "prompts": len(prompts),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", default=str(MODEL_DIR))
@@ -100,24 +118,15 @@ def main() -> None:
         output_type="np",
     )
     generated = torch.as_tensor(np.asarray(output.frames, dtype=np.float32))
-    generator = torch.Generator().manual_seed(0)
-    batch = ClipBatch.from_attributes([parse_prompt(p) for p in prompts])
-    drawn = to_frames(render_clips(batch, args.frames, SIZE, SIZE, generator))
+    drawn = to_frames(drawn_clips(prompts, args.frames, seed=0))
     result = {
-        "model_dir": Path(args.model_dir).name,
-        "frames": args.frames,
-        "steps": args.steps,
-        "shift": pipe.scheduler.config.shift,
-        "guidance": args.guidance,
-        "prompts": len(prompts),
+        **sampling_record(args, pipe, prompts),
         "generated": summarise(generated, prompts),
         "drawn": summarise(drawn, prompts),
     }
     print(json.dumps(result, indent=2))
     if args.out:
-        path = Path(args.out)
-        runs = json.loads(path.read_text()) if path.exists() else []
-        atomic_write_text(path, json.dumps([*runs, result], indent=2) + "\n")
+        append_json_record(args.out, result)
 
 
 if __name__ == "__main__":
