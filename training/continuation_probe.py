@@ -29,10 +29,7 @@ import torch
 from motion_speed import drawn_clips, sampling_record, summarise
 
 from dit_sparse.pipelines.shapes import MODEL_DIR, load_wan_shapes
-from dit_sparse.synthetic import (
-    evaluation_prompts,
-    to_frames,
-)
+from dit_sparse.synthetic import evaluation_prompts, to_frames
 from dit_sparse.utils import append_json_record
 
 

@@ -2,9 +2,9 @@
 
 Runs `train_shapes.py` unchanged but on a one-clip-kind world: a red circle moving quickly
 over a plain background, in one of the 4 directions; the evaluation uses the same 4 prompts.
-Same command line as `train_shapes.py`, with ``training`` on the import path (one H200, 290 s)::
+Same command line as `train_shapes.py` (the run recorded took one H200 for 290 s)::
 
-    PYTHONPATH=training python training/simple_world.py \
+    python training/simple_world.py \
         --config training/runs-2026-12-03/simple-world-config.json --out runs/simple \
         --train-seconds 290
 """
