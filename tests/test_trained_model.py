@@ -17,6 +17,7 @@ from dit_sparse.synthetic import (
     ClipBatch,
     all_attributes,
     check_motion,
+    colour_mask,
     evaluate_motion,
     evaluation_prompts,
     parse_prompt,
@@ -27,6 +28,7 @@ from dit_sparse.synthetic import (
     vocabulary_size,
 )
 from dit_sparse.synthetic.attention import AttentionMassProbe, mass_block_share, summarize_probe
+from dit_sparse.synthetic.motion import blob_track, unwrapped
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
@@ -34,7 +36,7 @@ OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 def drawn(count, frames, seed=0, size=64):
     generator = torch.Generator().manual_seed(seed)
     batch = sample_clip_batch(count, generator)
-    return batch, to_frames(render_clips(batch, frames, size, size, generator))
+    return batch, to_frames(render_clips(batch, frames, size, size, generator).video)
 
 
 # --- vocabulary -------------------------------------------------------------------------------
@@ -89,7 +91,7 @@ def test_render_without_shape_draws_the_same_static_background():
     batch, with_shape = drawn(4, 9, seed=6)
     generator = torch.Generator().manual_seed(6)
     sample_clip_batch(4, generator)
-    without = to_frames(render_clips(batch, 9, 64, 64, generator, shape=False))
+    without = to_frames(render_clips(batch, 9, 64, 64, generator, shape=False).video)
     # Nothing moves without the shape; with it, the shape's pixels differ, a small share.
     assert torch.equal(without, without[:, :1].expand_as(without))
     changed = (with_shape - without).abs().amax(-1) > 0
@@ -99,6 +101,52 @@ def test_render_without_shape_draws_the_same_static_background():
         colour = torch.tensor(COLOURS[attributes.colour])
         inside = (clip - colour).abs().amax(-1) < 0.2
         assert bool(inside.any()) and bool(((clip - base).abs().amax(-1) > 0)[inside].all())
+
+
+def test_shapes_wrap_around_whole_and_start_anywhere():
+    generator = torch.Generator().manual_seed(8)
+    batch = sample_clip_batch(64, generator)
+    video, motion = render_clips(batch, 61, 64, 64, generator)
+    coverage = motion.abs().amax(1) > 0  # where the shape is
+    # On a torus the shape keeps its whole area every frame, even while it crosses an edge
+    # (the field is the constant step times the shape's coverage).
+    area = motion.norm(dim=1).sum((2, 3))
+    assert float((area / area[:, :1]).sub(1).abs().max()) < 0.02
+    # Where a shape starts says nothing of its direction: right movers start on both halves.
+    right = torch.tensor([a.direction == "right" for a in batch.attributes()])
+    column = coverage[:, 0].float().sum(1).argmax(-1)  # the first frame's fullest column
+    assert {bool(c < 32) for c in column[right]} == {True, False}
+
+
+def test_motion_field_is_the_step_between_frames_on_the_shape():
+    generator = torch.Generator().manual_seed(9)
+    batch = sample_clip_batch(6, generator)
+    video, motion = render_clips(batch, 17, 64, 64, generator)
+    assert motion.shape == (6, 2, 17, 64, 64)
+    for clip, field, attributes in zip(to_frames(video), motion, batch.attributes()):
+        mask = colour_mask(clip, attributes.colour)
+        centres, visible = blob_track(mask, 4)
+        assert bool(visible.all())
+        track = unwrapped(centres, 64, 64)
+        moved = (track[-1] - track[0]) / 16
+        # Fully covered pixels hold the step itself; the rest a share of it, or nothing.
+        flat = field.flatten(1)
+        step = flat[:, flat.norm(dim=0).argmax()]
+        torch.testing.assert_close(step, moved, atol=0.05, rtol=0)
+        share = (step @ flat) / step.square().sum()
+        torch.testing.assert_close(flat, step[:, None] * share[None], atol=1e-5, rtol=0)
+        assert float(share.min()) >= -1e-6 and float(share.max()) <= 1 + 1e-6
+        # ... and the covered area is the shape's, frame by frame.
+        covered, shape = share.view(17, 64, 64).sum((1, 2)), mask.float().sum((1, 2))
+        assert float(((covered - shape).abs() / shape).max()) < 0.15
+
+
+def test_unwrapped_takes_the_short_way_round():
+    points = torch.tensor([[60.0, 10.0], [63.0, 8.0], [2.0, 6.0], [5.0, 62.0]])
+    track = unwrapped(points, 64, 64)
+    assert torch.allclose(
+        track, torch.tensor([[60.0, 10.0], [63.0, 8.0], [66.0, 6.0], [69.0, -2.0]])
+    )
 
 
 # --- motion check -----------------------------------------------------------------------------
@@ -153,6 +201,25 @@ def test_pixel_autoencoder_round_trips_and_keeps_wan_frame_rule():
         autoencoder.encode(video[:, :, :12])
     with pytest.raises(ValueError, match="z_dim"):
         PixelSpaceVideoAutoencoder(z_dim=16)
+
+
+def test_motion_channels_hold_the_cell_average_of_the_motion_field():
+    autoencoder = PixelSpaceVideoAutoencoder(z_dim=50, motion_channels=2)
+    video = torch.rand(2, 3, 9, 8, 8) * 2 - 1
+    motion = torch.randn(2, 2, 9, 8, 8)
+    latents = autoencoder.encode(video, motion)
+    assert latents.shape == (2, 50, 3, 4, 4)
+    assert autoencoder.pixel_channels == 48
+    assert torch.equal(latents[:, :48], PixelSpaceVideoAutoencoder().encode(video))
+    # Latent frame 1, cell (row 1, column 2): pixel frames 1-4, rows 2-3, columns 4-5.
+    expected = motion[:, :, 1:5, 2:4, 4:6].mean((2, 3, 4))
+    assert torch.allclose(latents[:, 48:, 1, 1, 2], expected, atol=1e-6)
+    assert torch.allclose(latents[:, 48:, 0, 0, 0], motion[:, :, 0, :2, :2].mean((2, 3)), atol=1e-6)
+    assert torch.equal(autoencoder.decode(latents, return_dict=False)[0], video)
+    with pytest.raises(ValueError, match="needs motion"):
+        autoencoder.encode(video)
+    with pytest.raises(ValueError, match="motion_channels must be 0 or 2"):
+        PixelSpaceVideoAutoencoder(z_dim=49, motion_channels=1)
 
 
 # --- attention probe --------------------------------------------------------------------------

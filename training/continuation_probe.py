@@ -89,8 +89,8 @@ def main() -> None:
     pipe = load_wan_shapes(args.model_dir)
     vae = pipe.vae
     prompts = evaluation_prompts(args.prompts)
-    videos = drawn_clips(prompts, args.frames, seed=7)
-    drawn = vae.normalize(vae.encode(videos))
+    videos, motion = drawn_clips(prompts, args.frames, seed=7)
+    drawn = vae.normalize(vae.encode(videos, motion))
     noise = torch.randn(drawn.shape, generator=torch.Generator().manual_seed(0))
     pipe.scheduler.set_timesteps(args.steps)
     sigmas = pipe.scheduler.sigmas.tolist()

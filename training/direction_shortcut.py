@@ -87,7 +87,7 @@ def main() -> None:
         )
     generator = torch.Generator(device).manual_seed(7)
     batch = sample_clip_batch(256, generator)
-    drawn = to_frames(render_clips(batch, 61, 64, 64, generator)).cpu().numpy()
+    drawn = to_frames(render_clips(batch, 61, 64, 64, generator).video).cpu().numpy()
     result = {
         "generated": shares([motion_facts(f, p) for f, p in zip(generated.frames, prompts)]),
         "drawn": shares([motion_facts(f, p) for f, p in zip(drawn, batch.prompts())]),

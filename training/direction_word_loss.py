@@ -41,7 +41,7 @@ def main() -> None:
     pipe = load_wan_shapes(args.model_dir)
     model, vae = pipe.transformer, pipe.vae
     prompts = evaluation_prompts(args.prompts)
-    drawn = vae.normalize(vae.encode(drawn_clips(prompts, 17, seed=7)))
+    drawn = vae.normalize(vae.encode(*drawn_clips(prompts, 17, seed=7)))
     texts = {
         name: pipe.encode_prompt(
             variant, do_classifier_free_guidance=False, max_sequence_length=512, device="cpu"

@@ -53,8 +53,8 @@ def main() -> None:
     for shape in (True, False):
         generator = torch.Generator().manual_seed(0)
         batch = sample_clip_batch(CLIPS, generator)
-        video = render_clips(batch, FRAMES, SIZE, SIZE, generator, shape=shape)
-        signal.append(autoencoder.normalize(autoencoder.encode(video)))
+        drawn = render_clips(batch, FRAMES, SIZE, SIZE, generator, shape=shape)
+        signal.append(autoencoder.normalize(autoencoder.encode(*drawn)))
     energy = (signal[0] - signal[1]).square().sum((1, 3, 4))  # [clips, latent frames]
     # Latent frame 0 holds one pixel frame four times, the others four distinct frames each:
     # the per-frame figure is for the latter, which make up the track.

@@ -18,6 +18,9 @@ Run from the repository root with ``dit_sparse`` importable (``pip install -e .`
         --config longer.json --out runs/shapes   # restarts the optimizer from shipped weights
     python training/train_shapes.py --export runs/shapes --to dit_sparse/data/wan-shapes
 
+With ``--weights``, a config may add latent channels (``config-motion.json`` adds the motion
+channels): the weights are widened with zeros first (`widen_channels`).
+
 A run directory holds ``checkpoint/`` (weights and optimizer moments, `checkpoint`),
 ``run.json`` (config, latent statistics, one entry per run with its steps, speed and
 evaluation), ``loss.csv`` and ``loss.png``, and ``samples.png`` (first evaluation's clips).
@@ -76,6 +79,13 @@ def log(message: str, start: float) -> None:
     print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
 
 
+def without(settings: Any, keys: tuple[str, ...]) -> Any:
+    """``settings`` less ``keys`` (when it is a dict)."""
+    if not isinstance(settings, dict):
+        return settings
+    return {k: v for k, v in settings.items() if k not in keys}
+
+
 def write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -100,8 +110,8 @@ def clip_statistics(config: dict) -> tuple[list[float], list[float]]:
     generator = torch.Generator().manual_seed(config["seed"])
     clips = sample_clip_batch(data["statistics_clips"], generator)
     frames = config["data"]["size_cycle"][0][0]
-    videos = render_clips(clips, frames, data["height"], data["width"], generator)
-    return latent_statistics(PixelSpaceVideoAutoencoder(**config["autoencoder"]), videos)
+    drawn = render_clips(clips, frames, data["height"], data["width"], generator)
+    return latent_statistics(PixelSpaceVideoAutoencoder(**config["autoencoder"]), *drawn)
 
 
 def prompt_table(pipe: WanPipeline, device: torch.device) -> torch.Tensor:
@@ -125,6 +135,40 @@ def weights_only(model_dir: str) -> dict[str, torch.Tensor]:
 
     weights = load_file(Path(model_dir) / "transformer" / "diffusion_pytorch_model.safetensors")
     return {f"model/{name}": tensor.float() for name, tensor in weights.items()}
+
+
+# Config entries a fine-tune may change to add latent channels (`widen_channels`).
+CHANNEL_KEYS = {
+    "transformer": ("in_channels", "out_channels"),
+    "autoencoder": ("z_dim", "motion_channels"),
+}
+
+
+def widen_channels(tensors: dict[str, torch.Tensor], model: WanTransformer3DModel) -> None:
+    """Pad shipped weights, in place, to ``model``'s wider latents (motion channels appended):
+    zero input weights and zero output rows, so the widened model starts as the shipped one on
+    the pixel channels and predicts zero for the new ones."""
+    params = dict(model.named_parameters())
+    patch = math.prod(model.config.patch_size)
+    for key, tensor in list(tensors.items()):
+        name = key.split("/", 1)[1]
+        if tensor.shape == params[name].shape:
+            continue
+        if name == "patch_embedding.weight":
+            extra = params[name].shape[1] - tensor.shape[1]
+            tensors[key] = torch.cat(
+                [tensor, tensor.new_zeros(tensor.shape[0], extra, *tensor.shape[2:])], 1
+            )
+        elif name in ("proj_out.weight", "proj_out.bias"):
+            # Output features are (position in patch, channel), channel fastest.
+            grouped = tensor.reshape(patch, -1, *tensor.shape[1:])
+            extra = params[name].shape[0] // patch - grouped.shape[1]
+            zeros = grouped.new_zeros(patch, extra, *tensor.shape[1:])
+            tensors[key] = torch.cat([grouped, zeros], 1).flatten(0, 1)
+        else:
+            raise SystemExit(
+                f"cannot widen {name} from {tuple(tensor.shape)} to {tuple(params[name].shape)}"
+            )
 
 
 def lr_factor(step: int, optim: dict, warmup_from: int = 0) -> float:
@@ -151,8 +195,8 @@ def training_batch(
     frames, batch = data["size_cycle"][step % len(data["size_cycle"])]
     generator = torch.Generator(device).manual_seed(config["seed"] * 1_000_003 + step)
     clips = sample_clip_batch(batch, generator)
-    videos = render_clips(clips, frames, data["height"], data["width"], generator)
-    x0 = pipe.vae.normalize(pipe.vae.encode(videos))
+    drawn = render_clips(clips, frames, data["height"], data["width"], generator)
+    x0 = pipe.vae.normalize(pipe.vae.encode(*drawn))
     uncond = torch.rand(batch, generator=generator, device=device) < data["uncond_probability"]
     text = table[torch.where(uncond, table.shape[0] - 1, clips.index)]
     shift = config["scheduler_shift"]
@@ -283,7 +327,9 @@ def evaluate(pipe: WanPipeline, config: dict, device: torch.device, out: Path, s
     generator = torch.Generator(device).manual_seed(12345)
     clips = sample_clip_batch(spec["ground_truth_clips"], generator)
     frames = to_frames(
-        render_clips(clips, spec["settings"][0]["frames"], spec["height"], spec["width"], generator)
+        render_clips(
+            clips, spec["settings"][0]["frames"], spec["height"], spec["width"], generator
+        ).video
     ).cpu()
     truth = [check_motion(f, p) for f, p in zip(frames, clips.prompts())]
     results["ground_truth_rate"] = pass_rate(truth)
@@ -337,11 +383,14 @@ def train(args: argparse.Namespace) -> None:
         # An explicit --config replaces the recorded one (e.g. a longer schedule); the data,
         # model and autoencoder settings must stay those the checkpoint was trained with.
         config = json.loads(Path(args.config).read_text()) if args.config else record["config"]
-        # A run from --weights (a fine-tune, fresh optimizer) may change the data.
+        # A run from --weights (a fine-tune, fresh optimizer) may change the data, and add
+        # latent channels (`widen_channels`).
         fixed = ("transformer", "autoencoder", "scheduler_shift", "seed")
         for part in fixed if args.weights else (*fixed, "data"):
-            if config[part] != record["config"][part]:
+            free = CHANNEL_KEYS.get(part, ()) if args.weights else ()
+            if without(config[part], free) != without(record["config"][part], free):
                 raise SystemExit(f"--config changes {part!r}, which a resumed run cannot")
+        widened = config["autoencoder"] != record["config"]["autoencoder"]
         record["config"] = config
         step = record["runs"][-1]["end_step"]
         tensors = (
@@ -351,6 +400,17 @@ def train(args: argparse.Namespace) -> None:
             shutil.copy(previous / "loss.csv", out / "loss.csv")
         keep_rows_until(out / "loss.csv", step)
         stats = (record["latents_mean"], record["latents_std"])
+        if widened:
+            # The same statistics clips again: the pixel channels' figures must come out as
+            # recorded, or the shipped weights would see other inputs.
+            stats = clip_statistics(config)
+            pixels = len(record["latents_mean"])
+            if [stats[0][:pixels], stats[1][:pixels]] != [
+                record["latents_mean"],
+                record["latents_std"],
+            ]:
+                raise SystemExit("the pixel channels' statistics differ from the recorded ones")
+            record["latents_mean"], record["latents_std"] = stats
     else:
         config = json.loads(Path(args.config or DEFAULT_CONFIG).read_text())
         step, tensors = 0, None
@@ -367,6 +427,8 @@ def train(args: argparse.Namespace) -> None:
         fused=device.type == "cuda",
     )
     if tensors is not None:
+        if args.weights:
+            widen_channels(tensors, model)
         restore_training_state(model, optimizer, tensors, step)
     table = prompt_table(pipe, device)
     params = sum(p.numel() for p in model.parameters())

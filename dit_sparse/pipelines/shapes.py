@@ -41,6 +41,11 @@ class PixelSpaceVideoAutoencoder(ModelMixin, ConfigMixin):
     group becomes channels: ``z_dim = in_channels * t * s * s``, channel order
     (colour, frame in group, row in patch, column in patch).
 
+    With ``motion_channels=2`` the latents also carry the clip's motion field (the shape's
+    per-frame step times its coverage, averaged over each latent cell): the velocity that
+    pixel-space flow matching hardly rewards becomes an explicit, prompt-determined target, as
+    in VideoJAM's joint appearance-motion representation. `decode` reads the pixels only.
+
     `WanPipeline` reads ``config.z_dim``, ``config.latents_mean``, ``config.latents_std``,
     ``config.scale_factor_temporal``, ``config.scale_factor_spatial``, ``dtype`` and calls
     `decode`; training calls `encode` and `normalize`. ``latents_mean``/``latents_std`` are
@@ -59,13 +64,16 @@ class PixelSpaceVideoAutoencoder(ModelMixin, ConfigMixin):
         z_dim: int = 48,
         latents_mean: list[float] | None = None,
         latents_std: list[float] | None = None,
+        motion_channels: int = 0,
     ) -> None:
         super().__init__()
-        expected = in_channels * scale_factor_temporal * scale_factor_spatial**2
+        if motion_channels not in (0, 2):
+            raise ValueError(f"motion_channels must be 0 or 2 (x and y), got {motion_channels}")
+        expected = in_channels * scale_factor_temporal * scale_factor_spatial**2 + motion_channels
         if z_dim != expected:
             raise ValueError(
-                f"z_dim must be in_channels * scale_factor_temporal * scale_factor_spatial**2 = "
-                f"{expected}, got {z_dim}"
+                f"z_dim must be in_channels * scale_factor_temporal * scale_factor_spatial**2 + "
+                f"motion_channels = {expected}, got {z_dim}"
             )
         mean = [0.0] * z_dim if latents_mean is None else latents_mean
         std = [1.0] * z_dim if latents_std is None else latents_std
@@ -84,16 +92,37 @@ class PixelSpaceVideoAutoencoder(ModelMixin, ConfigMixin):
                 f"width multiples of {s}"
             )
 
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """Pixels ``[B, C, t*n+1, H, W]`` in [-1, 1] to raw latents ``[B, z, n+1, H/s, W/s]``."""
+    @property
+    def pixel_channels(self) -> int:
+        """Latent channels that hold pixels (the first ones; motion channels follow)."""
+        return self.config.z_dim - self.config.motion_channels
+
+    def _group(self, video: torch.Tensor) -> torch.Tensor:
+        """``[B, C, t*n+1, H, W]`` to ``[B, C, t, s, s, n+1, H/s, W/s]``, frame 0 repeated."""
         batch, channels, frames, height, width = video.shape
         self._check(frames, height, width)
         t, s = self.config.scale_factor_temporal, self.config.scale_factor_spatial
         groups = (frames - 1) // t + 1
         video = torch.cat([video[:, :, :1].expand(-1, -1, t - 1, -1, -1), video], 2)
         x = video.reshape(batch, channels, groups, t, height // s, s, width // s, s)
-        x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)
-        return x.reshape(batch, self.config.z_dim, groups, height // s, width // s)
+        return x.permute(0, 1, 3, 5, 7, 2, 4, 6)
+
+    def encode(self, video: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+        """Pixels ``[B, C, t*n+1, H, W]`` in [-1, 1] to raw latents ``[B, z, n+1, H/s, W/s]``.
+
+        A model with motion channels also needs ``motion`` ``[B, 2, t*n+1, H, W]`` (as
+        `dit_sparse.synthetic.render_clips` draws it), averaged into each latent cell.
+        """
+        pixels = self._group(video).flatten(1, 4)
+        if not self.config.motion_channels:
+            return pixels
+        if motion is None or motion.shape[1] != 2 or motion.shape[2:] != video.shape[2:]:
+            got = None if motion is None else tuple(motion.shape)
+            raise ValueError(
+                f"this autoencoder's latents hold a motion field: encode needs motion of shape "
+                f"[B, 2, {', '.join(map(str, video.shape[2:]))}], got {got}"
+            )
+        return torch.cat([pixels, self._group(motion).mean((2, 3, 4))], 1)
 
     def decode(
         self, latents: torch.Tensor, return_dict: bool = True
@@ -108,7 +137,7 @@ class PixelSpaceVideoAutoencoder(ModelMixin, ConfigMixin):
             raise ValueError(f"latents need {self.config.z_dim} channels, got {z_dim}")
         c, t = self.config.in_channels, self.config.scale_factor_temporal
         s = self.config.scale_factor_spatial
-        x = latents.reshape(batch, c, t, s, s, groups, height, width)
+        x = latents[:, : self.pixel_channels].reshape(batch, c, t, s, s, groups, height, width)
         x = x.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(batch, c, groups * t, height * s, width * s)
         video = torch.cat([x[:, :, :t].mean(2, keepdim=True), x[:, :, t:]], 2)
         return DecoderOutput(sample=video) if return_dict else (video,)
@@ -120,10 +149,13 @@ class PixelSpaceVideoAutoencoder(ModelMixin, ConfigMixin):
 
 
 def latent_statistics(
-    autoencoder: PixelSpaceVideoAutoencoder, videos: torch.Tensor
+    autoencoder: PixelSpaceVideoAutoencoder,
+    videos: torch.Tensor,
+    motion: torch.Tensor | None = None,
 ) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of ``videos``' raw latents, rounded to 1e-4."""
-    latents = autoencoder.encode(videos.float()).transpose(0, 1).flatten(1)
+    """Per-channel mean and standard deviation of ``videos``' raw latents, rounded to 1e-4
+    (``motion``: their motion fields, for an autoencoder with motion channels)."""
+    latents = autoencoder.encode(videos.float(), motion).transpose(0, 1).flatten(1)
     mean, std = latents.mean(1), latents.std(1)
     return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]
 

@@ -4,7 +4,13 @@ Used to train the ``wan-shapes`` model (``training/train_shapes.py``) and to jud
 generates (`check_motion`), so quality numbers mean something without a downloaded model.
 """
 
-from .clips import ClipBatch, render_clips, sample_clip_batch, to_frames
+from .clips import (
+    ClipBatch,
+    RenderedClips,
+    render_clips,
+    sample_clip_batch,
+    to_frames,
+)
 from .evaluate import MotionEvaluation, evaluate_motion
 from .motion import MotionVerdict, check_motion, colour_mask, pass_rate
 from .vocabulary import (
@@ -30,6 +36,7 @@ __all__ = [
     "ClipBatch",
     "MotionEvaluation",
     "MotionVerdict",
+    "RenderedClips",
     "all_attributes",
     "check_motion",
     "colour_mask",

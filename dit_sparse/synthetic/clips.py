@@ -1,19 +1,23 @@
-"""Procedural clips: a coloured shape moving and bouncing over a textured background.
+"""Procedural clips: a coloured shape moving over a textured background that wraps around.
 
 Everything is drawn with tensor operations on whatever device the generator lives on, so a
 training loop makes its batches on the GPU as it goes. A clip's randomness beyond its named
 attributes (exact speed, size, start, drift, tones, texture scale) comes from the generator.
 
-Motion: the shape starts in the half of the frame it moves away from, far enough from the wall
-ahead that the first third of the clip shows the named direction before any bounce; a small
-sideways drift (at most a third of the speed) keeps tracks from being axis-aligned. Both axes
-reflect at the frame's edges, so fast shapes bounce back and forth.
+Motion: the frame is a torus. The shape starts anywhere and moves at a constant velocity, the
+named way plus a small sideways drift (at most a third of the speed) that keeps tracks from
+being axis-aligned; what leaves through one edge comes back through the opposite one. So where
+a shape is says nothing about which way it goes, at any frame: only the prompt does. (With
+walls, a shape's direction depends on where it is, since it bounces off them, and Wan knows
+positions only relative to each other (RoPE), so it cannot place a shape by its prompt: models
+trained on bouncing shapes moved them away from the nearer wall, whatever the prompt said.)
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -37,6 +41,15 @@ _MAX_DRIFT = 1.0 / 3.0  # sideways speed as a share of the named speed
 # Attribute fields in `ClipAttributes.index` order (colour most significant) and their sizes.
 _FIELDS = ("colour", "shape", "direction", "speed", "background")
 _SIZES = (len(COLOURS), len(SHAPES), len(DIRECTIONS), len(SPEEDS), len(BACKGROUNDS))
+
+
+class RenderedClips(NamedTuple):
+    """Drawn clips: ``video`` float32 ``[B, 3, F, H, W]`` in [-1, 1], and ``motion`` float32
+    ``[B, 2, F, H, W]``, the shape's (x, y) step per frame in pixels times its coverage of each
+    pixel (zero on the background), what the autoencoder's motion channels hold."""
+
+    video: torch.Tensor
+    motion: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -94,16 +107,9 @@ def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.G
     return low + (high - low) * torch.rand(shape, generator=generator, device=generator.device)
 
 
-def _bounce(start: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor, low, high):
-    """Positions ``[B, F]`` of points moving at ``velocity`` reflected inside ``[low, high]``."""
-    span = (high - low)[:, None]
-    travelled = (start - low)[:, None] + velocity[:, None] * t[None, :]
-    # A triangle wave of period 2*span: the unfolded path folded back into the interval.
-    return low[:, None] + span - (travelled.remainder(2 * span) - span).abs()
-
-
 def _tracks(batch: ClipBatch, frames: int, height: int, width: int, g: torch.Generator):
-    """Centres ``[B, F]`` (x, y) in pixels and radii ``[B]``."""
+    """Centres ``[B, F]`` (x, y) in pixels, wrapped into the frame; radii ``[B]``; and each
+    clip's constant step ``[B, 2]`` (x, y) in pixels per frame."""
     device = g.device
     count = len(batch)
     size = float(min(height, width))
@@ -112,26 +118,24 @@ def _tracks(batch: ClipBatch, frames: int, height: int, width: int, g: torch.Gen
     speed = low_high[:, 0] + (low_high[:, 1] - low_high[:, 0]) * torch.rand(
         count, generator=g, device=device
     )
-    step = _DIRECTION_STEPS.to(device)[batch.direction]  # [B, 2]
-    horizontal = step[:, 0] != 0
+    direction = _DIRECTION_STEPS.to(device)[batch.direction]  # [B, 2]
+    horizontal = direction[:, 0] != 0
     extent = torch.where(horizontal, float(width), float(height))  # along the motion
-    across = torch.where(horizontal, float(height), float(width))
     speed_px = speed * extent
-    sign = step.sum(1)  # +1 right/down, -1 left/up
-    # Start so that the wall ahead is at least a third of the clip's travel away.
-    lead = speed_px * (frames - 1) / 3.0
-    near, far = radius, extent - radius
-    room = torch.clamp(far - near - lead, min=0.0)
-    offset = torch.rand(count, generator=g, device=device) * room
-    along0 = torch.where(sign > 0, near + offset, far - offset)
-    across0 = radius + torch.rand(count, generator=g, device=device) * (across - 2 * radius)
     drift = _uniform((count,), -_MAX_DRIFT, _MAX_DRIFT, g) * speed_px
+    sideways = torch.stack([-direction[:, 1], direction[:, 0]], 1)
+    step = direction * speed_px[:, None] + sideways * drift[:, None]
+    start = torch.rand(count, 2, generator=g, device=device)
+    start = start * torch.tensor([float(width), float(height)], device=device)
     t = torch.arange(frames, device=device, dtype=torch.float32)
-    along = _bounce(along0, sign * speed_px, t, radius, extent - radius)
-    side = _bounce(across0, drift, t, radius, across - radius)
-    x = torch.where(horizontal[:, None], along, side)
-    y = torch.where(horizontal[:, None], side, along)
-    return x, y, radius
+    x = (start[:, :1] + step[:, :1] * t).remainder(float(width))
+    y = (start[:, 1:] + step[:, 1:] * t).remainder(float(height))
+    return x, y, radius, step
+
+
+def wrapped(offset: torch.Tensor, extent: float | torch.Tensor) -> torch.Tensor:
+    """Offsets on a ring of ``extent`` pixels, folded into ``[-extent/2, extent/2)``."""
+    return (offset + extent / 2).remainder(extent) - extent / 2
 
 
 def _shape_alpha(batch: ClipBatch, x, y, radius, height: int, width: int) -> torch.Tensor:
@@ -139,8 +143,8 @@ def _shape_alpha(batch: ClipBatch, x, y, radius, height: int, width: int) -> tor
     device = x.device
     px = torch.arange(width, device=device, dtype=torch.float32) + 0.5
     py = torch.arange(height, device=device, dtype=torch.float32) + 0.5
-    dx = px[None, None, None, :] - x[:, :, None, None]
-    dy = py[None, None, :, None] - y[:, :, None, None]
+    dx = wrapped(px[None, None, None, :] - x[:, :, None, None], width)
+    dy = wrapped(py[None, None, :, None] - y[:, :, None, None], height)
     r = radius[:, None, None, None]
     circle = torch.sqrt(dx.square() + dy.square()) - r
     # Squares and triangles are scaled to roughly the circle's area.
@@ -199,8 +203,9 @@ def render_clips(
     generator: torch.Generator,
     *,
     shape: bool = True,
-) -> torch.Tensor:
-    """Draw ``batch``: float32 ``[B, 3, F, H, W]`` in [-1, 1], on the generator's device.
+) -> RenderedClips:
+    """Draw ``batch`` (`RenderedClips`: the video and its motion field) on the generator's
+    device.
 
     ``shape=False`` draws the same clips without their shape (the generator advances alike),
     so the difference of the two is the shape's own signal.
@@ -209,7 +214,7 @@ def render_clips(
         raise ValueError(f"need frames >= 1 and height, width >= 8; got {frames}x{height}x{width}")
     device = generator.device
     background = _backgrounds(batch, height, width, generator)
-    x, y, radius = _tracks(batch, frames, height, width, generator)
+    x, y, radius, step = _tracks(batch, frames, height, width, generator)
     alpha = _shape_alpha(batch, x, y, radius, height, width)[:, None]  # [B, 1, F, H, W]
     alpha = alpha if shape else torch.zeros_like(alpha)
     count = len(batch)
@@ -217,7 +222,8 @@ def render_clips(
     colour = _PALETTE.to(device)[batch.colour] * _uniform((count, 1), 0.85, 1.0, generator)
     colour = torch.clamp(colour + _uniform((count, 3), -0.04, 0.04, generator), 0.0, 1.0)
     video = background[:, :, None] * (1 - alpha) + colour[:, :, None, None, None] * alpha
-    return video * 2.0 - 1.0
+    motion = step[:, :, None, None, None] * alpha
+    return RenderedClips(video * 2.0 - 1.0, motion)
 
 
 def to_frames(videos: torch.Tensor) -> torch.Tensor:

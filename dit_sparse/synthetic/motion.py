@@ -4,9 +4,10 @@ The check follows the shape by colour alone: pixels saturated enough to be a sha
 is nearest the prompted palette entry, form a mask per frame. The shape is where that mask is
 densest (`blob_track`): a frame shows it when some window a tenth of the frame wide is at
 least half full, so colour noise scattered over a frame never counts, and its position is the
-centroid of the mask near that window. A line fitted to the positions over the first third of
-the clip (where a training clip never bounces, see `clips`) gives the motion: the clip passes
-when it moved at least ``min_shift`` pixels the prompted way and more that way than sideways.
+centroid of the mask near that window. Frames wrap around (the world is a torus, see `clips`),
+so the track is unwrapped (`unwrapped`) before a line fitted to its positions over the first
+third of the clip gives the motion: the clip passes when it moved at least ``min_shift`` pixels
+the prompted way and more that way than sideways.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .clips import wrapped
 from .vocabulary import COLOURS, DIRECTIONS, parse_prompt
 
 _PALETTE = torch.tensor(list(COLOURS.values()), dtype=torch.float32)
@@ -80,21 +82,31 @@ def blob_track(mask: torch.Tensor, min_pixels: int) -> tuple[torch.Tensor, torch
     size = min(height, width)
     window = max(3, round(_WINDOW_SHARE * size) | 1)
     weight = mask.float()
-    density = F.avg_pool2d(
-        weight[:, None], window, stride=1, padding=window // 2, count_include_pad=False
-    )[:, 0]
-    peak, index = density.flatten(1).max(-1)
+    # The frame is a torus (see `clips`): a shape leaving through one edge is whole again
+    # across it, so windows and distances wrap around.
+    pad = window // 2
+    density = F.avg_pool2d(F.pad(weight[:, None], (pad, pad, pad, pad), mode="circular"), window, 1)
+    peak, index = density[:, 0].flatten(1).max(-1)
     xs = torch.arange(width, dtype=torch.float32, device=mask.device) + 0.5
     ys = torch.arange(height, dtype=torch.float32, device=mask.device) + 0.5
-    px = xs[index % width][:, None, None]
-    py = ys[index // width][:, None, None]
-    near = (xs[None, None, :] - px).square() + (ys[None, :, None] - py).square()
+    px = xs[index % width][:, None]
+    py = ys[index // width][:, None]
+    ox, oy = wrapped(xs[None] - px, width), wrapped(ys[None] - py, height)  # [F, W], [F, H]
+    near = ox[:, None, :].square() + oy[:, :, None].square()
     weight = weight * (near <= (_RADIUS_SHARE * size) ** 2)
     area = weight.sum((1, 2))
-    x = (weight.sum(1) * xs).sum(-1) / area.clamp_min(1.0)
-    y = (weight.sum(2) * ys).sum(-1) / area.clamp_min(1.0)
+    x = px[:, 0] + (weight.sum(1) * ox).sum(-1) / area.clamp_min(1.0)
+    y = py[:, 0] + (weight.sum(2) * oy).sum(-1) / area.clamp_min(1.0)
     visible = (peak >= _MIN_DENSITY) & (area >= min_pixels)
-    return torch.stack([x, y], -1), visible
+    return torch.stack([x.remainder(width), y.remainder(height)], -1), visible
+
+
+def unwrapped(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Positions ``[N, 2]`` (x, y) on the torus to a continuous track: each step between
+    consecutive points is taken as the shortest one around the ring."""
+    extent = torch.tensor([float(width), float(height)])
+    steps = wrapped(points.diff(dim=0), extent)
+    return torch.cat([points[:1], points[:1] + steps.cumsum(0)], 0)
 
 
 def check_motion(
@@ -125,7 +137,7 @@ def check_motion(
             passed=False, reason=f"no {attributes.colour} shape", along=0.0, across=0.0, **verdict
         )
     t = torch.arange(last + 1, dtype=torch.float32)[visible]
-    points = centres[visible].cpu()
+    points = unwrapped(centres[visible].cpu(), height, width)
     t_centred = t - t.mean()
     velocity = (t_centred[:, None] * (points - points.mean(0))).sum(0) / t_centred.square().sum()
     direction = torch.tensor(DIRECTIONS[attributes.direction], dtype=torch.float32)
