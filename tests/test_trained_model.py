@@ -216,6 +216,11 @@ def test_motion_channels_hold_the_cell_average_of_the_motion_field():
     assert torch.allclose(latents[:, 48:, 1, 1, 2], expected, atol=1e-6)
     assert torch.allclose(latents[:, 48:, 0, 0, 0], motion[:, :, 0, :2, :2].mean((2, 3)), atol=1e-6)
     assert torch.equal(autoencoder.decode(latents, return_dict=False)[0], video)
+    scaled = PixelSpaceVideoAutoencoder(
+        z_dim=50, motion_channels=2, latents_mean=[0.5] * 50, latents_std=[0.25] * 50
+    )
+    torch.testing.assert_close(scaled.normalize(latents), (latents - 0.5) / 0.25)
+    torch.testing.assert_close(scaled.denormalize(scaled.normalize(latents)), latents)
     with pytest.raises(ValueError, match="needs motion"):
         autoencoder.encode(video)
     with pytest.raises(ValueError, match="motion_channels must be 0 or 2"):

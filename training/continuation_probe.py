@@ -68,7 +68,7 @@ def sample(
         x = x + (following - sigma) * (v_uncond + guidance * (v_cond - v_uncond))
     if first is not None:
         x[:, :, :1] = first
-    video = vae.decode(x * vae.std + vae.mean, return_dict=False)[0]
+    video = vae.decode(vae.denormalize(x), return_dict=False)[0]
     return to_frames(video)
 
 

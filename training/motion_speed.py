@@ -141,7 +141,7 @@ def main() -> None:
         output_type="latent",
     ).frames
     vae = pipe.vae
-    raw = latents.float() * vae.std + vae.mean  # as WanPipeline undoes the normalisation
+    raw = vae.denormalize(latents.float())
     generated = to_frames(vae.decode(raw, return_dict=False)[0])
     drawn = to_frames(drawn_clips(prompts, args.frames, seed=0).video)
     result = {

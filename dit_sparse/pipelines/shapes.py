@@ -147,6 +147,10 @@ class PixelSpaceVideoAutoencoder(ModelMixin, ConfigMixin):
         this with ``config.latents_mean``/``latents_std`` before `decode`)."""
         return (latents - self.mean.to(latents.dtype)) / self.std.to(latents.dtype)
 
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unit-scale latents back to raw ones, as `WanPipeline` does before `decode`."""
+        return latents * self.std.to(latents.dtype) + self.mean.to(latents.dtype)
+
 
 def latent_statistics(
     autoencoder: PixelSpaceVideoAutoencoder,
