@@ -266,16 +266,17 @@ def test_default_size_gives_4096_video_tokens(shapes_pipe):
     assert frames * side * side == 4096
 
 
-def test_shipped_model_draws_the_prompted_colour(shapes_pipe):
-    """Few steps at a small size on the CPU: the prompted colour forms a shape. Direction is
-    checked by the training script's GPU evaluation (``training/run.json``)."""
-    prompts = evaluation_prompts(4)
+def test_shipped_model_moves_the_prompted_colour_the_prompted_way(shapes_pipe):
+    """The motion check at a CPU size: 10 prompts, 17 frames, 20 steps (about 3 minutes on 2
+    cores); at least 80% pass. Fewer steps move shapes too little for the check's 1 px (70% at
+    12 or 16 steps). The GPU evaluation (72 prompts, 61 frames too) is in ``training/run.json``.
+    """
+    prompts = evaluation_prompts(10)
     evaluation = evaluate_motion(
-        shapes_pipe, prompts, frames=17, height=64, width=64, steps=8, batch_size=4
+        shapes_pipe, prompts, frames=17, height=64, width=64, steps=20, batch_size=10
     )
-    assert evaluation.frames.shape == (4, 17, 64, 64, 3)
-    found = [v.visible_frames > 0 for v in evaluation.verdicts]
-    assert sum(found) >= 3, [v.reason for v in evaluation.verdicts]
+    assert evaluation.frames.shape == (10, 17, 64, 64, 3)
+    assert pass_rate(evaluation.verdicts) >= 0.8, [v.reason for v in evaluation.verdicts]
 
 
 def test_attention_probe_runs_through_the_plugin(shapes_pipe):
