@@ -269,7 +269,8 @@ def test_default_size_gives_4096_video_tokens(shapes_pipe):
 def test_shipped_model_moves_the_prompted_colour_the_prompted_way(shapes_pipe):
     """The motion check at a CPU size: 10 prompts, 17 frames, 20 steps (about 3 minutes on 2
     cores); at least 80% pass. Fewer steps move shapes too little for the check's 1 px (70% at
-    12 or 16 steps). The GPU evaluation (72 prompts, 61 frames too) is in ``training/run.json``.
+    12 or 16 steps: ``training/sampling_steps.json``). The GPU evaluation (72 prompts, 61
+    frames too) is in ``training/run.json``.
     """
     prompts = evaluation_prompts(10)
     evaluation = evaluate_motion(
