@@ -293,14 +293,18 @@ def _sum_tiles_and_choose(
     for first_pair in tl.range(0, pairs, BLOCK_P):
         offs_p = first_pair + tl.arange(0, BLOCK_P)
         valid = offs_p < pairs
-        error_0 = tl.zeros([BLOCK_P], tl.float32)
-        error_1 = tl.zeros([BLOCK_P], tl.float32)
+        # Tiles are summed elementwise in the loop and reduced once after it: a reduction
+        # accumulated inside a nested loop trips Triton 3.6's thread-locality pass.
+        tiles_0 = tl.zeros([BLOCK_P, BLOCK_T], tl.float32)
+        tiles_1 = tl.zeros([BLOCK_P, BLOCK_T], tl.float32)
         for first_tile in tl.range(0, tiles, BLOCK_T):
             offs_t = first_tile + tl.arange(0, BLOCK_T)
             tile_ptrs = PARTIAL + (offs_p[:, None] * tiles + offs_t[None, :]) * 2
             tile_mask = valid[:, None] & (offs_t < tiles)[None, :]
-            error_0 += tl.sum(tl.load(tile_ptrs, mask=tile_mask, other=0.0), 1)
-            error_1 += tl.sum(tl.load(tile_ptrs + 1, mask=tile_mask, other=0.0), 1)
+            tiles_0 += tl.load(tile_ptrs, mask=tile_mask, other=0.0)
+            tiles_1 += tl.load(tile_ptrs + 1, mask=tile_mask, other=0.0)
+        error_0 = tl.sum(tiles_0, 1)
+        error_1 = tl.sum(tiles_1, 1)
         tl.store(ERR + offs_p * 2, error_0, mask=valid)
         tl.store(ERR + offs_p * 2 + 1, error_1, mask=valid)
         chosen = (error_1 < error_0) & valid
