@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .api import SparseHandle, apply, attached, handle_of, remove
+from .kernels.compile_errors import KernelCompileError
 from .layout import TokenLayout
 from .methods import Dense, SparseMethod, method_class
 from .plan import BlockPlan
@@ -31,6 +32,7 @@ __all__ = [
     "AdaSpa",
     "BlockPlan",
     "Dense",
+    "KernelCompileError",
     "Radial",
     "SparseHandle",
     "SparseMethod",

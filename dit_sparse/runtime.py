@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .kernels.compile_errors import KernelCompileError, compile_failure
 from .layout import TokenLayout
 from .masking import attend_without_padding, text_padding
 from .methods.base import AttentionCall, SparseMethod
@@ -87,7 +88,23 @@ class SparseRuntime:
         self._check_layout(call.layout)
         return self.method.attend(query, key, value, call)
 
-    def attend(
+    def attend(self, layer: int, func: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
+        """`_attend`, with a kernel that cannot be compiled for this GPU reported as a
+        `KernelCompileError` naming it and the method. The generation's step and cache state
+        is dropped first, so that the next call (or `remove`, which runs dense) starts clean
+        instead of mid-schedule."""
+        try:
+            return self._attend(layer, func, *args, **kwargs)
+        except Exception as error:
+            kernel = compile_failure(error)
+            if kernel is None:
+                raise
+            self.tracker.reset_state(self.transformer)
+            self.tracker.current = None
+            self.method.reset()
+            raise KernelCompileError(kernel, self.method.name, error) from error
+
+    def _attend(
         self,
         layer: int,
         func: Callable[..., torch.Tensor],

@@ -70,3 +70,46 @@ def test_attention_layer_tiny(script, tmp_path, capsys):
 def test_scripts_reject_bad_arguments(script, name):
     with pytest.raises(SystemExit, match="--repeats"):
         script(name).main(["--tiny", "--repeats", "0"])
+
+
+def test_gpu_smoke_tiny_checks_every_method_and_kernel(script, tmp_path):
+    out = tmp_path / "smoke.json"
+    assert script("gpu_smoke").main(["--tiny", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["passed"] and doc["failed"] == 0 and doc["dit_sparse_tree"] is None
+    checked = {(c["method"], c["check"].split()[0]) for c in doc["checks"]}
+    assert {
+        ("radial", "block_sparse_attention"),
+        ("svg", "masked_row_errors"),
+        ("svg", "block_sparse_attention"),
+        ("adaspa", "dense_attention_with_lse"),
+        ("adaspa", "dense_attention_with_mass"),
+        ("adaspa", "block_attention_mass"),
+        ("adaspa", "rank_key_blocks"),
+        ("adaspa", "kept_blocks_ascending"),
+        ("adaspa", "block_sparse_attention"),
+        ("dense", "dense"),
+    } <= checked
+    walked = doc["schedules"]["float32"]["adaspa"]["walked"]
+    assert list(walked) == ["dense-lse", "search", "reuse", "cached-search"]
+
+
+def test_gpu_smoke_fails_on_a_wrong_kernel(script, tmp_path, monkeypatch):
+    import functools
+
+    import dit_sparse.methods.radial as radial
+
+    kernel = radial.block_sparse_attention
+    wrong = functools.wraps(kernel)(lambda *a, **k: kernel(*a, **k) * 1.01)
+    monkeypatch.setattr(radial, "block_sparse_attention", wrong)
+    out = tmp_path / "smoke.json"
+    assert script("gpu_smoke").main(["--tiny", "--methods", "radial", "--out", str(out)]) == 1
+    doc = json.loads(out.read_text())
+    (failed,) = [c for c in doc["checks"] if not c["passed"]]
+    assert failed["check"] == "block_sparse_attention" and failed["method"] == "radial"
+    assert 9e-3 < failed["value"] < 1.1e-2  # the planted 1% error, against fp32 rounding
+
+
+def test_gpu_smoke_needs_a_tree_on_the_gpu(script):
+    with pytest.raises(SystemExit):
+        script("gpu_smoke").main(["--methods", "radial"])

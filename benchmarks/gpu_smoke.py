@@ -1,0 +1,403 @@
+"""GPU smoke run: every Triton kernel and every method, through `dit_sparse.apply`, checked
+against torch references, in bf16 and fp16. A change under ``dit_sparse/`` lands with a passing
+record of that same tree (the README's contributing section says why).
+
+    tree=$(git add dit_sparse && git write-tree --prefix=dit_sparse/)
+    python benchmarks/gpu_smoke.py --tree "$tree"     # one GPU, well under two minutes
+    python benchmarks/gpu_smoke.py --tiny     # CPU (torch references): a test of this script
+
+Two parts, for each dtype:
+
+- **kernels**: `block_sparse_attention` on a random ragged plan with its LSE, at head dims 64
+  and 128, against the float64 reference;
+- **methods**: a transformer of Wan2.1-1.3B's architecture (its heads and head dim, two
+  layers, random weights) at a 17-frame 480p latent, driven through one step of every kind
+  of each method's default schedule (``transformer.cache_context`` with the step index, as a
+  pipeline sets it): dense warm-up, Radial's static plan, SVG's profiling and plan, AdaSpa's
+  dense LSE step, fused search (dense attention + block mass in one pass), reuse and cached
+  search. Every kernel a method calls (attention with per-head permuted plans, SVG's masked
+  row errors, block mass, AdaSpa's ranking and selection, dense attention with LSE or mass) is
+  checked against its reference on the inputs it was given, for the first calls of each
+  (method, step kind, kernel). ``dense`` through `apply` must equal the bare forward exactly,
+  each step must do the kind of work the schedule says, and every output must be finite.
+
+The record (``results/gpu-smoke-<gpu>.json``) holds the GPU, versions, the ``dit_sparse/`` tree
+id passed in (the device machine has no ``.git``), each check's error and tolerance, and
+``passed``; the exit code is non-zero on any failure. There is one precision per dtype today;
+a new kernel precision adds its own checks here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import inspect
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import (
+    DENSE,
+    NUM_STEPS,
+    RESULTS,
+    chosen,
+    error_text,
+    first_steps,
+    probe_kinds,
+    write_results,
+)
+from e2e import MODELS, TINY_CONFIG, ModelSpec, build_transformer, make_inputs
+
+import dit_sparse
+from dit_sparse import methods as methods_package
+from dit_sparse.kernels import block_sparse_attention
+from dit_sparse.kernels.block_mass import sampled_rows
+from dit_sparse.kernels.reference import (
+    block_attention_mass_reference,
+    block_sparse_attention_reference,
+    kept_blocks_ascending_reference,
+    masked_row_errors_reference,
+    rank_key_blocks_reference,
+)
+from dit_sparse.methods import METHODS, resolve_method
+from dit_sparse.plan import BlockPlan
+from dit_sparse.quality.environment import device_slug
+
+DTYPES = (torch.bfloat16, torch.float16)
+# Relative L2 error of an output against the float64 reference of the same (rounded) inputs:
+# P is rounded to the input dtype before P V, so about its unit roundoff.
+OUT_TOLERANCE = {torch.bfloat16: 1.5e-2, torch.float16: 3e-3, torch.float32: 1e-3}
+LSE_TOLERANCE = 5e-3  # max |LSE - reference|, natural log: scores accumulate in fp32
+MASS_TOLERANCE = 1e-2  # relative L2 of block mass (fp32 sums of exp(s - lse))
+# SVG's errors are mean squared differences of two close outputs: relatively coarser.
+ROW_ERRORS_TOLERANCE = {torch.bfloat16: 8e-2, torch.float16: 2e-2, torch.float32: 1e-2}
+CHECKED_CALLS = 2  # per (method, step kind, kernel): the reference is slow
+# Wan2.1-1.3B's heads and head dim; 480p's 60x104 latent, 5 latent frames (17 video frames).
+SMOKE_SPEC = ModelSpec(
+    "Wan2.1-T2V-1.3B architecture, 2 layers",
+    "480p x 17",
+    {**MODELS["1.3b"].config, "num_layers": 2},
+    (5, 60, 104),
+)
+TINY_SPEC = ModelSpec("tiny Wan config", "", TINY_CONFIG, (3, 16, 16))
+
+
+class Checks:
+    """The record: one dict per check, and which (method, step kind) calls are running."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.where: dict[str, str] = {}
+        self.counts: Counter = Counter()
+
+    def add(self, name: str, metric: str, value: float, tolerance: float, **extra: Any) -> None:
+        passed = bool(value <= tolerance)  # False for NaN
+        self.items.append(
+            {**self.where, "check": name, "metric": metric, "value": value,
+             "tolerance": tolerance, "passed": passed, **extra}
+        )  # fmt: skip
+        if not passed:
+            print(f"FAIL {self.where} {name}: {metric} {value:.3g} > {tolerance:.3g}", flush=True)
+
+    def require(self, name: str, ok: bool, **extra: Any) -> None:
+        self.add(name, "failed", 0.0 if ok else 1.0, 0.0, **extra)
+
+    def failure(self, name: str, error: Exception) -> None:
+        self.require(name, False, error=error_text(error))
+        print(f"FAIL {self.where} {name}: {error_text(error)}", flush=True)
+
+    @property
+    def passed(self) -> bool:
+        return all(item["passed"] for item in self.items)
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def rel_l2(value: torch.Tensor, reference: torch.Tensor) -> float:
+    value, reference = value.double(), reference.double()
+    return ((value - reference).norm() / reference.norm().clamp_min(1e-30)).item()
+
+
+def max_finite_diff(value: torch.Tensor, reference: torch.Tensor) -> float:
+    """Max |value - reference| where the reference is finite; inf if they disagree on which."""
+    finite = torch.isfinite(reference)
+    if not torch.equal(finite, torch.isfinite(value)):
+        return float("inf")
+    return (value.double() - reference.double())[finite].abs().max().item() if finite.any() else 0
+
+
+def _wide(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    return [t.double() for t in tensors]
+
+
+# --- per-kernel reference checks, on the arguments the kernel was called with ---------------
+
+
+def _check_attention(checks: Checks, a: dict[str, Any], result: Any) -> None:
+    q, plan = a["q"], a["plan"]
+    out, lse = result if a["return_lse"] else (result, None)
+    ref_out, ref_lse = block_sparse_attention_reference(
+        *_wide(q, a["k"], a["v"]), plan, a["scale"], return_lse=True
+    )
+    extra = {"density": plan.density, "permuted": plan.perm is not None}
+    checks.add("block_sparse_attention", "rel_l2", rel_l2(out, ref_out), OUT_TOLERANCE[q.dtype],
+               **extra)  # fmt: skip
+    if lse is not None:
+        checks.add("block_sparse_attention lse", "max_abs", max_finite_diff(lse, ref_lse),
+                   LSE_TOLERANCE, **extra)  # fmt: skip
+
+
+def _check_dense_with_lse(checks: Checks, a: dict[str, Any], result: Any) -> None:
+    q = a["q"]
+    plan = BlockPlan.dense(1, 1, q.shape[2], 128, 128, device=q.device)
+    ref_out, ref_lse = block_sparse_attention_reference(
+        *_wide(q, a["k"], a["v"]), plan, a["scale"], return_lse=True
+    )
+    checks.add("dense_attention_with_lse", "rel_l2", rel_l2(result[0], ref_out),
+               OUT_TOLERANCE[q.dtype])  # fmt: skip
+    checks.add("dense_attention_with_lse lse", "max_abs", max_finite_diff(result[1], ref_lse),
+               LSE_TOLERANCE)  # fmt: skip
+
+
+def _check_dense_with_mass(checks: Checks, a: dict[str, Any], result: Any) -> None:
+    q, k, lse = a["q"], a["k"], a["lse"]
+    plan = BlockPlan.dense(1, 1, q.shape[2], 128, 128, device=q.device)
+    ref_out, ref_lse = block_sparse_attention_reference(
+        *_wide(q, k, a["v"]), plan, a["scale"], return_lse=True
+    )
+    ref_mass = block_attention_mass_reference(
+        *_wide(q, k, lse), a["block_q"], a["block_k"], scale=a["scale"]
+    )
+    name = "dense_attention_with_mass (fused search)"
+    checks.add(name, "rel_l2", rel_l2(result[0], ref_out), OUT_TOLERANCE[q.dtype])
+    checks.add(f"{name} lse", "max_abs", max_finite_diff(result[1], ref_lse), LSE_TOLERANCE)
+    checks.add(f"{name} mass", "rel_l2", rel_l2(result[2], ref_mass), MASS_TOLERANCE)
+
+
+def _check_block_mass(checks: Checks, a: dict[str, Any], result: Any) -> None:
+    q, lse, block_q, rows = a["q"], a["lse"], a["block_q"], a["rows"]
+    if rows is not None and rows != block_q:
+        q, lse, block_q = sampled_rows(q, block_q, rows), sampled_rows(lse, block_q, rows), rows
+    ref = block_attention_mass_reference(
+        *_wide(q, a["k"], lse), block_q, a["block_k"], scale=a["scale"]
+    )
+    checks.add("block_attention_mass", "rel_l2", rel_l2(result, ref), MASS_TOLERANCE, rows=rows)
+
+
+def _check_row_errors(checks: Checks, a: dict[str, Any], result: Any) -> None:
+    q = a["q"]
+    errors = result[0] if a["with_choice"] else result
+    scale = a["scale"] if a["scale"] is not None else q.shape[-1] ** -0.5
+    ref = masked_row_errors_reference(
+        *_wide(q, a["k"], a["v"]), a["rows"], a["token_blocks"], a["block_masks"], scale
+    )
+    checks.add("masked_row_errors", "rel_l2", rel_l2(errors, ref), ROW_ERRORS_TOLERANCE[q.dtype])
+    if a["with_choice"]:
+        # Where the reference's two errors are clearly apart, the choice must agree with it.
+        clear = (ref[..., 0] - ref[..., 1]).abs() > 0.2 * ref.amax(-1)
+        expected = (ref[..., 1] < ref[..., 0]).long()
+        wrong = (result[1] != expected) & clear
+        checks.require("masked_row_errors choice", not wrong.any().item(),
+                       clear_pairs=int(clear.sum()))  # fmt: skip
+        counted = result[2].item() == result[1].sum().item()
+        checks.require("masked_row_errors count", counted)
+
+
+def _check_rank(checks: Checks, a: dict[str, Any], result: Any) -> None:
+    order, cum = rank_key_blocks_reference(a["mass"], a["forced"], a["limit"])
+    checks.require("rank_key_blocks order", torch.equal(result[0], order))
+    checks.add("rank_key_blocks cum", "max_abs", (result[1] - cum).abs().max().item(), 1e-5)
+
+
+def _check_ascending(checks: Checks, a: dict[str, Any], result: Any) -> None:
+    ref = kept_blocks_ascending_reference(a["order"], a["counts"], a["max_kv"])
+    checks.require("kept_blocks_ascending", torch.equal(result, ref))
+
+
+# Kernel entry points as the method modules import them, and their checks.
+KERNEL_CHECKS: dict[str, Callable[[Checks, dict[str, Any], Any], None]] = {
+    "block_sparse_attention": _check_attention,
+    "dense_attention_with_lse": _check_dense_with_lse,
+    "dense_attention_with_mass": _check_dense_with_mass,
+    "block_attention_mass": _check_block_mass,
+    "masked_row_errors": _check_row_errors,
+    "rank_key_blocks": _check_rank,
+    "kept_blocks_ascending": _check_ascending,
+}
+
+
+def _checked(checks: Checks, name: str, kernel: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(kernel)
+
+    @functools.wraps(kernel)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        result = kernel(*args, **kwargs)
+        key = (*checks.where.values(), name)
+        checks.counts[key] += 1
+        if checks.counts[key] <= CHECKED_CALLS:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            try:
+                KERNEL_CHECKS[name](checks, bound.arguments, result)
+            except Exception as error:  # noqa: BLE001 - recorded as a failed check
+                checks.failure(f"{name} reference", error)
+        return result
+
+    return run
+
+
+@contextlib.contextmanager
+def kernels_checked(checks: Checks) -> Iterator[None]:
+    """Every kernel entry point the method modules hold, wrapped by its reference check."""
+    import importlib
+    import pkgutil
+
+    patched = []
+    for info in pkgutil.iter_modules(methods_package.__path__):
+        module = importlib.import_module(f"{methods_package.__name__}.{info.name}")
+        for name in KERNEL_CHECKS:
+            kernel = getattr(module, name, None)
+            if callable(kernel):
+                patched.append((module, name, kernel))
+                setattr(module, name, _checked(checks, name, kernel))
+    try:
+        yield
+    finally:
+        for module, name, kernel in patched:
+            setattr(module, name, kernel)
+
+
+# --- the two parts ---------------------------------------------------------------------------
+
+
+def kernel_part(checks: Checks, device: torch.device, dtype: torch.dtype, tiny: bool) -> None:
+    """`block_sparse_attention` with LSE on a random ragged plan, at head dims 64 and 128."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    seq_len = 333 if tiny else 7_800
+    for head_dim in (64, 128):
+        checks.where = {
+            "dtype": _name(dtype),
+            "part": "kernels",
+            "method": "-",
+            "step": f"D={head_dim}",
+        }
+        q, k, v = (
+            torch.randn(2, 3, seq_len, head_dim, generator=generator, device=device).to(dtype)
+            for _ in range(3)
+        )
+        block = 64 if tiny else 128
+        nq = -(-seq_len // block)
+        keep = torch.rand(2, 3, nq, nq, generator=generator, device=device) < 0.3
+        keep[..., 0] = True  # at least one block per row
+        plan = BlockPlan.from_block_mask(keep, block, block, seq_len)
+        try:
+            result = block_sparse_attention(q, k, v, plan, return_lse=True)
+            _check_attention(
+                checks, {"q": q, "k": k, "v": v, "plan": plan, "scale": None, "return_lse": True},
+                result,
+            )  # fmt: skip
+        except Exception as error:  # noqa: BLE001 - recorded as a failed check
+            checks.failure("block_sparse_attention", error)
+
+
+def method_part(
+    checks: Checks, spec: ModelSpec, methods: list[str], device: torch.device, dtype: torch.dtype
+) -> dict[str, Any]:
+    """Each method through `dit_sparse.apply` on ``spec``'s transformer, one forward per kind of
+    step of its default schedule, every kernel call checked. Returns the schedules walked."""
+    transformer = build_transformer(spec, device, dtype)
+    inputs = make_inputs(spec, device, dtype)
+
+    def forward(step: int | None = None) -> torch.Tensor:
+        if step is None:
+            return transformer(**inputs)[0]
+        with transformer.cache_context("cond", step_index=step, num_inference_steps=NUM_STEPS):
+            return transformer(**inputs)[0]
+
+    schedules = {}
+    with torch.inference_mode():
+        bare = forward()
+        for name in methods:
+            checks.where = {"dtype": _name(dtype), "part": "methods", "method": name, "step": "-"}
+            try:
+                schedules[name] = _walk_method(checks, name, spec, transformer, forward, bare)
+            except Exception as error:  # noqa: BLE001 - recorded as a failed check
+                checks.failure("apply and walk", error)
+                dit_sparse.remove(transformer)
+    return schedules
+
+
+def _walk_method(checks, name, spec, transformer, forward, bare) -> dict[str, Any]:
+    method = resolve_method(name)
+    config = spec.config
+    kinds = probe_kinds(method, spec.layout, config["num_layers"], config["attention_head_dim"],
+                        bare.device, bare.dtype)  # fmt: skip
+    labels = ["+".join(sorted(set(row))) for row in kinds]
+    firsts = first_steps(labels) if name != DENSE else {DENSE: 0}
+    with dit_sparse.attached(transformer, method) as handle, kernels_checked(checks):
+        for label, step in firsts.items():
+            checks.where = {**checks.where, "step": label}
+            handle.reset_stats()
+            out = forward(step)
+            seen = "+".join(sorted({r["kind"] for r in handle.records()}))
+            checks.require("step kind as scheduled", seen == label, seen=seen, step_index=step)
+            checks.require("output finite", bool(torch.isfinite(out).all()))
+            if name == DENSE:
+                checks.require(
+                    "dense through apply equals the bare forward", torch.equal(out, bare)
+                )
+    if name == "adaspa":
+        checks.where = {**checks.where, "step": "-"}
+        checks.require("schedule has a search and a reuse step",
+                       {"search", "reuse"} <= set(firsts), steps=list(firsts))  # fmt: skip
+    return {"schedule": labels, "walked": firsts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tree", help="git tree id of dit_sparse/ (see the module docstring)")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes (CPU script test)")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--out", default=None, help="default: results/gpu-smoke-<gpu>.json")
+    parser.add_argument("--methods", default=",".join(METHODS), help="default: every method")
+    args = parser.parse_args(argv)
+    methods = chosen(parser, "--methods", args.methods, list(METHODS))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cuda" and not args.tiny:
+        parser.error("the smoke run is for a GPU; on a CPU, --tiny tests the script")
+    if not args.tree and not args.tiny:
+        parser.error(
+            "--tree is required: git add dit_sparse && git write-tree --prefix=dit_sparse/"
+        )
+    out = Path(args.out) if args.out else RESULTS / f"gpu-smoke-{device_slug(device)}.json"
+    spec = TINY_SPEC if args.tiny else SMOKE_SPEC
+    # On a CPU the kernels run their torch references, which take fp32 for fp16/bf16 math.
+    dtypes = (torch.float32,) if device.type == "cpu" else DTYPES
+    checks = Checks()
+    start = time.perf_counter()
+    schedules = {}
+    for dtype in dtypes:
+        kernel_part(checks, device, dtype, args.tiny)
+        schedules[_name(dtype)] = method_part(checks, spec, methods, device, dtype)
+    seconds = time.perf_counter() - start
+    failed = [item for item in checks.items if not item["passed"]]
+    write_results(out, device, {
+        "dit_sparse_tree": args.tree, "passed": not failed, "seconds": seconds,
+        "model": spec.name, "layout": dataclasses.asdict(spec.layout), "heads": spec.config["num_attention_heads"],
+        "head_dim": spec.config["attention_head_dim"], "methods": methods,
+        "schedules": schedules, "failed": len(failed), "checks": checks.items,
+    })  # fmt: skip
+    print(f"{len(checks.items)} checks, {len(failed)} failed, {seconds:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
