@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._runtime import (
+from .launch import (
     INTERPRETED,
     LOG2E,
     KernelConfig,

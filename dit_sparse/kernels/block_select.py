@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._runtime import tl, triton, triton_runs_on, warn_fallback
+from .launch import tl, triton, triton_runs_on, warn_fallback
 from .reference import kept_blocks_ascending_reference, rank_key_blocks_reference
 
 # One program sorts a whole row in registers. On an H100 that beats torch's segmented sort at

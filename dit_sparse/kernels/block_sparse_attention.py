@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from ..plan import BlockPlan, num_blocks
-from ._runtime import (
+from .block_mass import MassPartials, add_block_mass, block_mass_rows, chunk_sums
+from .launch import (
     INTERPRETED,
     LOG2E,
     KernelConfig,
@@ -31,7 +32,6 @@ from ._runtime import (
     triton_runs_on,
     warn_fallback,
 )
-from .block_mass import MassPartials, add_block_mass, block_mass_rows, chunk_sums
 from .reference import block_sparse_attention_reference
 
 # Per head dim, for fp16/bf16 on CUDA. On an H100 (benchmarks/kernel.py --tune, D = 128) 128 x 128

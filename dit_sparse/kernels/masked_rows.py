@@ -17,7 +17,7 @@ import functools
 import torch
 
 from ..plan import num_blocks
-from ._runtime import (
+from .launch import (
     INTERPRETED,
     LOG2E,
     check_qkv,

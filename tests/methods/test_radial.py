@@ -11,10 +11,11 @@ import dit_sparse
 import dit_sparse.methods.radial as radial_module
 from dit_sparse import TokenLayout
 from dit_sparse.kernels.reference import block_sparse_attention_reference
-from dit_sparse.masks import draw_block_mask, layout_for
+from dit_sparse.mask_image import draw_block_mask
 from dit_sparse.methods import resolve_method
 from dit_sparse.methods.base import AttentionCall
 from dit_sparse.methods.radial import Radial
+from dit_sparse.pipelines.registry import layout_for
 from dit_sparse.plan import BlockPlan
 
 
