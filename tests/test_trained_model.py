@@ -6,6 +6,8 @@ import re
 import numpy as np
 import pytest
 import torch
+from attention_probe import AttentionMassProbe, mass_block_share, summarize_probe
+from shapes_data import ClipBatch, render_clips, sample_clip_batch, to_frames
 
 import dit_sparse
 from dit_sparse.pipelines.loading import load_pipeline
@@ -14,7 +16,6 @@ from dit_sparse.pipelines.shapes import MODEL_DIR, PixelSpaceVideoAutoencoder, l
 from dit_sparse.synthetic import (
     COLOURS,
     ClipAttributes,
-    ClipBatch,
     all_attributes,
     check_motion,
     colour_mask,
@@ -22,12 +23,8 @@ from dit_sparse.synthetic import (
     evaluation_prompts,
     parse_prompt,
     pass_rate,
-    render_clips,
-    sample_clip_batch,
-    to_frames,
     vocabulary_size,
 )
-from dit_sparse.synthetic.attention import AttentionMassProbe, mass_block_share, summarize_probe
 from dit_sparse.synthetic.motion import blob_track, unwrapped
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
