@@ -255,12 +255,15 @@ def test_shipped_weights_are_small_and_load_as_preset():
     assert pipe.transformer.dtype == torch.float32
 
 
-def test_default_size_gives_4096_video_tokens(shapes_pipe):
+def test_preset_description_states_the_video_tokens_of_its_size(shapes_pipe):
     preset = PRESETS["wan-shapes"]
     vae, patch = shapes_pipe.vae.config, shapes_pipe.transformer.config.patch_size
     frames = (preset.frames - 1) // vae.scale_factor_temporal + 1
-    side = preset.height // vae.scale_factor_spatial // patch[1]
-    assert frames * side * side == 4096
+    rows = preset.height // vae.scale_factor_spatial // patch[1]
+    columns = preset.width // vae.scale_factor_spatial // patch[2]
+    size, tokens = re.search(r"(\d+x\d+x\d+) = ([\d,]+) video tokens", preset.description).groups()
+    assert size == f"{preset.frames}x{preset.height}x{preset.width}"
+    assert int(tokens.replace(",", "")) == frames * rows * columns
 
 
 def test_shipped_model_moves_the_prompted_colour_the_prompted_way(shapes_pipe):

@@ -150,10 +150,9 @@ class SparseVideoGen(SparseMethod):
             return rows.to(device)
         # From pinned memory the copy is queued behind the stream's work like a kernel. From
         # pageable memory CUDA first waits for the stream to drain, which can leave the GPU idle
-        # while the host queues the rest of the call (on an H200 at Wan 480p the probe's
-        # calls, copying from pageable memory, took 42-114 us longer back to back than their
-        # kernels' GPU time). PyTorch's pinned-memory cache keeps the block until the copy
-        # is done.
+        # while the host queues the rest of the call (profiled: back to back, such calls took
+        # longer than their kernels' GPU time). PyTorch's pinned-memory cache keeps the block
+        # until the copy is done.
         return rows.pin_memory().to(device, non_blocking=True)
 
     def sampled_errors(
