@@ -65,13 +65,14 @@ from dit_sparse.kernels import (
 )
 from dit_sparse.layout import TokenLayout
 from dit_sparse.methods import AttentionCall, SparseMethod, resolve_method
+from dit_sparse.pipelines.registry import layout_for
 from dit_sparse.quality.report import fmt, markdown_table
 
 HEAD_DIM = 128
-# name -> (layout, heads, layers of the model it comes from)
+# name -> (layout, heads, layers of the model it comes from): Wan2.1 1.3B at 480p, 14B at 720p
 LAYOUTS = {
-    "480p": (TokenLayout(21, 30, 52), 12, 30),
-    "720p": (TokenLayout(21, 45, 80), 40, 40),
+    "480p": (layout_for("wan", 81, 480, 832), 12, 30),
+    "720p": (layout_for("wan", 81, 720, 1280), 40, 40),
 }
 TINY_LAYOUTS = {"tiny": (TokenLayout(3, 8, 8), 2, 2)}
 CASES = ("random", "structured")

@@ -48,12 +48,12 @@ from dit_sparse.kernels import (
     dense_attention_with_lse,
     masked_row_errors,
 )
-from dit_sparse.kernels._runtime import KernelConfig
 from dit_sparse.kernels.block_mass import launch_block_attention_mass
 from dit_sparse.kernels.block_sparse_attention import (
     default_config,
     launch_block_sparse_attention,
 )
+from dit_sparse.kernels.launch import KernelConfig
 from dit_sparse.kernels.reference import (
     block_attention_mass_reference,
     masked_row_errors_reference,

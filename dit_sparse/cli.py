@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from dataclasses import fields
 from typing import Any
 
+from .arguments import (
+    DEFAULT_MODEL,
+    UsageError,
+    add_generation_args,
+    check_video_args,
+    default_prompt,
+    fill_size_defaults,
+    generation_request,
+    parse_options,
+    resolve_device,
+    resolve_dtype,
+)
 from .methods import METHODS, SparseMethod, method_class, resolve_method
-
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,144 +27,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-class UsageError(ValueError):
-    """A bad argument found after parsing; reported as one line, exit code 2."""
-
-
-def parse_options(items: list[str]) -> dict[str, Any]:
-    """``["decay_factor=0.5", "model_type=wan"]`` -> dict; values read as Python literals
-    (``true``/``false`` in any case as booleans), anything else as a string."""
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--option takes KEY=VALUE, got {item!r}")
-        key = key.replace("-", "_")
-        if text.strip().lower() in ("true", "false"):
-            options[key] = text.strip().lower() == "true"
-            continue
-        try:
-            options[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            options[key] = text
-    return options
-
-
 def build_method(name: str, options: dict[str, Any]) -> SparseMethod:
     try:
         return resolve_method(name, **options)
     except (TypeError, ValueError) as err:
         raise UsageError(str(err)) from None
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(
-            f"--device {device} asked for, but no CUDA GPU is visible; use --device cpu"
-        )
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise UsageError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
-    return device
-
-
-def resolve_dtype(dtype: str | None, device: str):
-    import torch
-
-    if dtype is None:
-        dtype = "float32" if device == "cpu" else "bfloat16"
-    return getattr(torch, dtype)
-
-
-def check_video_args(model: str, frames: int, height: int, width: int, steps: int) -> None:
-    """Reject sizes the model family cannot take, before anything is loaded."""
-    from .pipelines.loading import model_family
-    from .pipelines.registry import size_rule_for
-
-    if steps < 1:
-        raise UsageError(f"--steps must be >= 1, got {steps}")
-    family = model_family(model)
-    rule = size_rule_for(family) if family else None
-    if rule is not None:
-        try:
-            rule.check(frames, height, width)
-        except ValueError as err:
-            raise UsageError(f"{model}: {err}") from None
-
-
-# Trained (dit_sparse/data/wan-shapes): its attention has structure, unlike random weights.
-DEFAULT_MODEL = "wan-shapes"
-
-
-def add_generation_args(parser: argparse.ArgumentParser, default_model: str) -> None:
-    parser.add_argument("--model", default=default_model, help="preset name, hub id or local path")
-    parser.add_argument("--prompt", default=None, help="default: the preset's example prompt")
-    parser.add_argument("--negative-prompt", default=None)
-    parser.add_argument(
-        "--frames", type=int, default=None, help="pixel frames (default: the preset's)"
-    )
-    parser.add_argument("--height", type=int, default=None)
-    parser.add_argument("--width", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument(
-        "--guidance", type=float, default=None, help="guidance scale (pipeline default)"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    parser.add_argument(
-        "--dtype", choices=DTYPES, default=None, help="default: float32 on CPU, bfloat16 on GPU"
-    )
-
-
-# Each family pipeline's own defaults: (frames, height, width, steps).
-FAMILY_DEFAULTS = {
-    "wan": (81, 480, 832, 50),
-    "hunyuan_video": (129, 720, 1280, 50),
-    "cogvideox": (49, 480, 720, 50),
-    "ltx": (161, 512, 704, 50),
-    "flux": (1, 1024, 1024, 28),
-}
-
-
-def generation_request(args: argparse.Namespace, prompt: str, seed: int = 0):
-    """The `GenerationRequest` that the generation arguments (`add_generation_args`) describe."""
-    from .generation import GenerationRequest
-
-    return GenerationRequest(
-        prompt=prompt,
-        negative_prompt=args.negative_prompt,
-        frames=args.frames,
-        height=args.height,
-        width=args.width,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=seed,
-    )
-
-
-def default_prompt(model: str) -> str:
-    """The preset's example prompt (any other model gets the generic one)."""
-    from .pipelines.presets import PRESETS, Preset
-
-    preset = PRESETS.get(model)
-    return preset.prompt if preset else Preset.prompt
-
-
-def fill_size_defaults(args: argparse.Namespace) -> None:
-    """Unset sizes take the preset's sizes, or the model family pipeline's defaults."""
-    from .pipelines.loading import model_family
-    from .pipelines.presets import PRESETS
-
-    preset = PRESETS.get(args.model)
-    if preset:
-        defaults = (preset.frames, preset.height, preset.width, preset.steps)
-    else:
-        defaults = FAMILY_DEFAULTS.get(model_family(args.model) or "wan", FAMILY_DEFAULTS["wan"])
-    for name, value in zip(("frames", "height", "width", "steps"), defaults):
-        if getattr(args, name) is None:
-            setattr(args, name, value)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -214,9 +90,14 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _masks(args: argparse.Namespace) -> int:
-    from .masks import draw_block_mask, layout_for
+    from .mask_image import draw_block_mask
+    from .pipelines.registry import defaults_for, layout_for
 
     method = build_method(args.method, parse_options(args.option))
+    defaults = defaults_for(args.model)  # unset sizes: what the family's pipeline makes
+    for name in ("frames", "height", "width"):
+        if getattr(args, name) is None and defaults is not None:
+            setattr(args, name, getattr(defaults, name))
     if not hasattr(method, "block_mask"):
         raise UsageError(
             f"{method.name} decides its mask online from q and k; static masks: radial"
@@ -293,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--method", default="radial")
     masks.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE")
     masks.add_argument("--model", default="wan", help="model family (wan)")
-    masks.add_argument("--frames", type=int, default=81)
-    masks.add_argument("--height", type=int, default=480)
-    masks.add_argument("--width", type=int, default=832)
+    masks.add_argument("--frames", type=int, default=None, help="default: the family's")
+    masks.add_argument("--height", type=int, default=None)
+    masks.add_argument("--width", type=int, default=None)
     masks.add_argument("--output", default="mask.png")
     masks.set_defaults(func=_masks)
 

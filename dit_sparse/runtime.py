@@ -10,12 +10,12 @@ import torch
 
 from .kernels.compile_errors import KernelCompileError, compile_failure
 from .layout import TokenLayout
-from .masking import attend_without_padding, text_padding
 from .methods.base import AttentionCall, SparseMethod
 from .parallel import head_partition
 from .pipelines.registry import ModelAdapter
 from .processor import SparseAttentionProcessor, wrap_processor
 from .stats import AttentionRecord, CallTimer, StatsRecorder
+from .text_padding import attend_without_padding, text_padding
 from .tracking import StepTrackingHook, attach_tracking, detach_tracking
 from .utils import warn_once
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import warnings
@@ -41,11 +40,3 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text)
-
-
-def append_json_record(path: str | os.PathLike, record: dict) -> None:
-    """Add ``record`` to the JSON list in ``path`` (a new list if there is no file yet),
-    rewriting the file atomically so a failed write leaves the old list whole."""
-    path = Path(path)
-    records = json.loads(path.read_text()) if path.exists() else []
-    atomic_write_text(path, json.dumps([*records, record], indent=2) + "\n")

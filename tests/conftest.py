@@ -1,5 +1,11 @@
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# Tests of training code import its modules as the training scripts do (the library never does).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 
 
 @pytest.fixture(scope="session")

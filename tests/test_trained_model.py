@@ -6,6 +6,8 @@ import re
 import numpy as np
 import pytest
 import torch
+from attention_probe import AttentionMassProbe, mass_block_share, summarize_probe
+from shapes_data import ClipBatch, render_clips, sample_clip_batch, to_frames
 
 import dit_sparse
 from dit_sparse.pipelines.loading import load_pipeline
@@ -14,7 +16,6 @@ from dit_sparse.pipelines.shapes import MODEL_DIR, PixelSpaceVideoAutoencoder, l
 from dit_sparse.synthetic import (
     COLOURS,
     ClipAttributes,
-    ClipBatch,
     all_attributes,
     check_motion,
     colour_mask,
@@ -22,12 +23,8 @@ from dit_sparse.synthetic import (
     evaluation_prompts,
     parse_prompt,
     pass_rate,
-    render_clips,
-    sample_clip_batch,
-    to_frames,
     vocabulary_size,
 )
-from dit_sparse.synthetic.attention import AttentionMassProbe, mass_block_share, summarize_probe
 from dit_sparse.synthetic.motion import blob_track, unwrapped
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
@@ -258,12 +255,15 @@ def test_shipped_weights_are_small_and_load_as_preset():
     assert pipe.transformer.dtype == torch.float32
 
 
-def test_default_size_gives_4096_video_tokens(shapes_pipe):
+def test_preset_description_states_the_video_tokens_of_its_size(shapes_pipe):
     preset = PRESETS["wan-shapes"]
     vae, patch = shapes_pipe.vae.config, shapes_pipe.transformer.config.patch_size
     frames = (preset.frames - 1) // vae.scale_factor_temporal + 1
-    side = preset.height // vae.scale_factor_spatial // patch[1]
-    assert frames * side * side == 4096
+    rows = preset.height // vae.scale_factor_spatial // patch[1]
+    columns = preset.width // vae.scale_factor_spatial // patch[2]
+    size, tokens = re.search(r"(\d+x\d+x\d+) = ([\d,]+) video tokens", preset.description).groups()
+    assert size == f"{preset.frames}x{preset.height}x{preset.width}"
+    assert int(tokens.replace(",", "")) == frames * rows * columns
 
 
 def test_shipped_model_moves_the_prompted_colour_the_prompted_way(shapes_pipe):

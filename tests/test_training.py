@@ -1,15 +1,15 @@
-"""``training/train_shapes.py``'s weight widening: a shipped model gains motion channels."""
+"""Training code (``training/``, on the path through conftest): ``train_shapes.py``'s weight
+widening (a shipped model gains motion channels) and the run records' JSON lists."""
 
-import sys
-from pathlib import Path
+import json
 
+import pytest
 import torch
 from diffusers import WanTransformer3DModel
+from records import append_json_record
+from train_shapes import widen_channels
 
 from dit_sparse.pipelines.presets import build_preset
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
-from train_shapes import widen_channels  # noqa: E402
 
 
 def test_widened_model_matches_the_narrow_one_on_pixel_channels():
@@ -28,3 +28,14 @@ def test_widened_model_matches_the_narrow_one_on_pixel_channels():
     # The new input channels are ignored and the new outputs start at zero.
     torch.testing.assert_close(after[:, :16], before, rtol=1e-5, atol=1e-5)
     assert torch.equal(after[:, 16:], torch.zeros_like(after[:, 16:]))
+
+
+def test_append_json_record_builds_a_list_and_keeps_it_whole_on_failure(tmp_path):
+    path = tmp_path / "runs.json"
+    append_json_record(path, {"run": 1})
+    append_json_record(path, {"run": 2})
+    assert json.loads(path.read_text()) == [{"run": 1}, {"run": 2}]
+    with pytest.raises(TypeError):
+        append_json_record(path, {"run": object()})
+    assert json.loads(path.read_text()) == [{"run": 1}, {"run": 2}]
+    assert [p.name for p in tmp_path.iterdir()] == ["runs.json"]

@@ -1,7 +1,7 @@
 """Report how concentrated ``wan-shapes``' attention is, per layer, beside random weights.
 
 For a few evaluation prompts at the default size, every self-attention call is measured with
-`dit_sparse.synthetic.attention.AttentionMassProbe`: the share of 64-token key blocks that hold
+`attention_probe.AttentionMassProbe`: the share of 64-token key blocks that hold
 90% of each query block's attention, and (``--svg``) how Sparse VideoGen classifies each head.
 The same transformer config with random weights is measured too, as the diffuse baseline.
 Writes JSON and prints a Markdown table::
@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import torch
+from attention_probe import AttentionMassProbe, summarize_probe
 from diffusers import WanTransformer3DModel
 
 import dit_sparse
 from dit_sparse.pipelines.shapes import MODEL_DIR, assemble_pipeline, load_wan_shapes
 from dit_sparse.synthetic import evaluation_prompts
-from dit_sparse.synthetic.attention import AttentionMassProbe, summarize_probe
 
 
 def measure(pipe, probe: AttentionMassProbe, args: argparse.Namespace) -> dict:

@@ -27,10 +27,11 @@ import json
 
 import torch
 from motion_speed import drawn_clips, sampling_record, summarise
+from records import append_json_record
+from shapes_data import to_frames
 
 from dit_sparse.pipelines.shapes import MODEL_DIR, load_wan_shapes
-from dit_sparse.synthetic import evaluation_prompts, to_frames
-from dit_sparse.utils import append_json_record
+from dit_sparse.synthetic import evaluation_prompts
 
 
 @torch.no_grad()

@@ -17,15 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from shapes_data import render_clips, sample_clip_batch, to_frames
 
 from dit_sparse.pipelines.shapes import load_wan_shapes
-from dit_sparse.synthetic import (
-    evaluate_motion,
-    evaluation_prompts,
-    render_clips,
-    sample_clip_batch,
-    to_frames,
-)
+from dit_sparse.synthetic import evaluate_motion, evaluation_prompts
 from dit_sparse.synthetic.motion import blob_track, colour_mask
 from dit_sparse.synthetic.vocabulary import DIRECTIONS, parse_prompt
 

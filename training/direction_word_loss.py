@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 from motion_speed import drawn_clips
+from records import append_json_record
 
 from dit_sparse.pipelines.shapes import MODEL_DIR, load_wan_shapes
 from dit_sparse.synthetic import evaluation_prompts, parse_prompt
-from dit_sparse.utils import append_json_record
 
 NOISE_LEVELS = (0.3, 0.6, 0.8, 0.9, 0.94, 0.96, 0.98, 0.99, 1.0)
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}

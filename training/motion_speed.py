@@ -21,21 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from records import append_json_record
+from shapes_data import ClipBatch, RenderedClips, render_clips, to_frames
 
 from dit_sparse.pipelines.shapes import MODEL_DIR, load_wan_shapes
-from dit_sparse.synthetic import (
-    ClipBatch,
-    RenderedClips,
-    check_motion,
-    evaluation_prompts,
-    parse_prompt,
-    pass_rate,
-    render_clips,
-    to_frames,
-)
+from dit_sparse.synthetic import check_motion, evaluation_prompts, parse_prompt, pass_rate
 from dit_sparse.synthetic.motion import blob_track, colour_mask, min_blob_pixels
 from dit_sparse.synthetic.vocabulary import DIRECTIONS, SPEEDS
-from dit_sparse.utils import append_json_record
 
 SIZE = 64
 

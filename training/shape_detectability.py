@@ -20,9 +20,9 @@ import json
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from shapes_data import render_clips, sample_clip_batch
 
 from dit_sparse.pipelines.shapes import MODEL_DIR, PixelSpaceVideoAutoencoder
-from dit_sparse.synthetic import render_clips, sample_clip_batch
 from dit_sparse.utils import atomic_write_text
 
 SNR_LEVELS = (3.0, 5.0)

@@ -13,9 +13,9 @@ import sys
 
 import torch
 import train_shapes
+from shapes_data import ClipBatch
 
 from dit_sparse.synthetic import ClipAttributes
-from dit_sparse.synthetic.clips import ClipBatch
 from dit_sparse.synthetic.vocabulary import DIRECTIONS
 
 FIXED = {"colour": "red", "shape": "circle", "speed": "quickly", "background": "plain"}

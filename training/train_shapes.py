@@ -4,7 +4,7 @@ Flow matching as `FlowMatchEulerDiscreteScheduler` (and so `WanPipeline`) reads 
 transformer gets ``x_s = (1 - s) * x0 + s * noise`` at timestep ``1000 * s`` and predicts the
 velocity ``noise - x0``. Noise levels ``s`` are drawn uniformly, then shifted by the same
 ``shift`` the sampler uses (``s = shift*u / (1 + (shift-1)*u)``), so training sees the noise
-levels sampling visits. Clips are drawn on the device every step (`dit_sparse.synthetic`),
+levels sampling visits. Clips are drawn on the device every step (`shapes_data`),
 encoded by the pixel-space autoencoder and paired with their prompt's embedding from the
 pipeline's own `encode_prompt` (an empty prompt, for classifier-free guidance, with
 probability ``uncond_probability``). bf16 autocast, fp32 weights, AdamW.
@@ -42,22 +42,15 @@ from typing import Any
 import torch
 from checkpoint import load_sharded, restore_training_state, save_sharded, training_state
 from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+from shapes_data import latent_statistics, render_clips, sample_clip_batch, to_frames
 
-from dit_sparse.pipelines.shapes import (
-    PixelSpaceVideoAutoencoder,
-    assemble_pipeline,
-    latent_statistics,
-    save_model,
-)
+from dit_sparse.pipelines.shapes import PixelSpaceVideoAutoencoder, assemble_pipeline
 from dit_sparse.synthetic import (
     all_attributes,
     check_motion,
     evaluate_motion,
     evaluation_prompts,
     pass_rate,
-    render_clips,
-    sample_clip_batch,
-    to_frames,
 )
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.json")
@@ -511,8 +504,25 @@ def train(args: argparse.Namespace) -> None:
     log("done", start)
 
 
+def save_model(pipe: WanPipeline, directory: str | Path) -> None:
+    """Write what `load_wan_shapes` reads: transformer weights (fp16 safetensors) and the
+    autoencoder's and scheduler's configs, in diffusers' subfolder layout."""
+    directory = Path(directory)
+    transformer = pipe.transformer
+    copy = WanTransformer3DModel.from_config(transformer.config)
+    copy.load_state_dict(transformer.state_dict())
+    # Halves the file; the modules Wan keeps in fp32 (norms, time embedding) stay fp32.
+    keep = set(copy._keep_in_fp32_modules or ())
+    for name, param in copy.named_parameters():
+        if not keep.intersection(name.split(".")):
+            param.data = param.data.to(torch.float16)
+    copy.save_pretrained(directory / "transformer", safe_serialization=True)
+    pipe.vae.save_config(directory / "vae")
+    pipe.scheduler.save_config(directory / "scheduler")
+
+
 def export(args: argparse.Namespace) -> None:
-    """Checkpoint -> the shipped model directory (`dit_sparse.pipelines.shapes.save_model`)."""
+    """Checkpoint -> the shipped model directory (`save_model`)."""
     run_dir = Path(args.export)
     record = json.loads((run_dir / "run.json").read_text())
     pipe = build_pipeline(record["config"], (record["latents_mean"], record["latents_std"]))

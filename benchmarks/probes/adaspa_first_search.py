@@ -21,10 +21,10 @@ from attention_layer import LAYOUTS, make_qkv, mean_seconds
 from torch.profiler import ProfilerActivity, profile
 
 from dit_sparse.kernels import block_sparse_attention, dense_attention_with_lse
-from dit_sparse.kernels._runtime import KernelConfig
 from dit_sparse.kernels.block_mass import MassPartials
 from dit_sparse.kernels.block_sparse_attention import FusedMass, launch_block_sparse_attention
-from dit_sparse.kernels.dense import _dense_plan, dense_attention_with_mass
+from dit_sparse.kernels.dense_with_lse import _dense_plan, dense_attention_with_mass
+from dit_sparse.kernels.launch import KernelConfig
 from dit_sparse.methods import AttentionCall, resolve_method
 from dit_sparse.quality.environment import environment
 

@@ -22,7 +22,7 @@ import triton
 from attention_layer import LAYOUTS, make_qkv
 
 from dit_sparse.kernels import block_select, dense_attention_with_lse
-from dit_sparse.kernels.dense import dense_attention_with_mass
+from dit_sparse.kernels.dense_with_lse import dense_attention_with_mass
 from dit_sparse.kernels.reference import (
     kept_blocks_ascending_reference,
     rank_key_blocks_reference,

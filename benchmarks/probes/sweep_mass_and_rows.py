@@ -31,7 +31,7 @@ from dit_sparse.kernels import (
 )
 from dit_sparse.kernels import block_mass as bm
 from dit_sparse.kernels import masked_rows as mr
-from dit_sparse.kernels._runtime import KernelConfig
+from dit_sparse.kernels.launch import KernelConfig
 from dit_sparse.kernels.reference import (
     block_attention_mass_reference,
     block_sparse_attention_reference,
@@ -81,7 +81,7 @@ def log(*a):
 
 
 # (a) accuracy of the mass, both reductions and several launch configs of the fused pass
-from dit_sparse.kernels import dense as dense_module
+from dit_sparse.kernels import dense_with_lse as dense_module
 
 FUSED_CONFIGS = [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 8, 3), (128, 64, 8, 4)]
 plain_config = dense_module.default_config

@@ -3,7 +3,7 @@
 from .block_mass import block_attention_mass
 from .block_select import kept_blocks_ascending, rank_key_blocks
 from .block_sparse_attention import block_sparse_attention
-from .dense import dense_attention_with_lse, dense_attention_with_mass
+from .dense_with_lse import dense_attention_with_lse, dense_attention_with_mass
 from .masked_rows import masked_row_errors
 from .reference import block_sparse_attention_reference
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._runtime import (
+from .launch import (
     INTERPRETED,
     LOG2E,
     KernelConfig,
@@ -25,11 +25,10 @@ from ._runtime import (
 )
 from .reference import block_attention_mass_reference
 
-# Per head dim on CUDA. On an H100 (Wan 480p, D = 128, blocks of 64;
+# Per head dim on CUDA. At Wan 480p (D = 128, blocks of 64;
 # benchmarks/probes/sweep_mass_and_rows.py) 128 x 128 tiles with 8 warps and 2 stages ran
-# fastest: 6.5 ms, against 7.3 ms for 128 x 64 tiles with 4 warps (one block per tile, the
-# earlier choice) and 9.3-9.8 ms for 3 stages or 256-row tiles. A tile then covers two
-# 64-key blocks; at 720p the same config is 2% faster.
+# fastest, ahead of 128 x 64 tiles with 4 warps (one block per tile, the earlier choice), 3
+# stages or 256-row tiles; at 720p too. A tile then covers two 64-key blocks.
 _GPU_CONFIGS = {
     16: KernelConfig(128, 128, 4, 2),
     32: KernelConfig(128, 128, 4, 2),

@@ -2,22 +2,21 @@
 the kept ones in ascending order, one program per query-block row.
 
 AdaSpa picks its blocks from ``mass`` ``[B, H, nq, nk]`` at every search step. In torch that
-is a full sort, a gather, a cumsum and a scatter-based plan builder: about 60 launches and
-0.4 ms of GPU time at Wan 480p (``benchmarks/probes/adaspa_first_search-h100.json``), paid
-while the step waits. Here each of the two passes is one launch that keeps a row in registers.
+is a full sort, a gather, a cumsum and a scatter-based plan builder: about 60 launches, whose
+GPU time (``benchmarks/probes/adaspa_first_search-h100.json``) is paid while the step waits. Here each of the two passes is one launch that keeps a row in registers.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._runtime import tl, triton, triton_runs_on, warn_fallback
+from .launch import tl, triton, triton_runs_on, warn_fallback
 from .reference import kept_blocks_ascending_reference, rank_key_blocks_reference
 
-# One program sorts a whole row in registers. On an H100 that beats torch's segmented sort at
-# 512 blocks per row (Wan 480p: 0.09 against 0.24 ms) but not at 1,182 (Wan 720p, padded to
-# 2,048: 7.8-13.9 ms by warp count against 3.3; benchmarks/probes/block_select-h100.json), so
-# longer rows take the torch sort, on the GPU as well.
+# One program sorts a whole row in registers. That beats torch's segmented sort at 512 blocks
+# per row (Wan 480p) but not at 1,182 (Wan 720p, padded to 2,048) with any warp count
+# (benchmarks/probes/block_select-h100.json), so longer rows take the torch sort, on the GPU
+# as well.
 _MAX_SORTED_BLOCKS = 512
 # The float32 bit pattern of +inf: forced blocks rank above any mass.
 _INF_BITS = 0x7F800000

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from ..plan import BlockPlan, num_blocks
-from ._runtime import (
+from .block_mass import MassPartials, add_block_mass, block_mass_rows, chunk_sums
+from .launch import (
     INTERPRETED,
     LOG2E,
     KernelConfig,
@@ -31,11 +32,10 @@ from ._runtime import (
     triton_runs_on,
     warn_fallback,
 )
-from .block_mass import MassPartials, add_block_mass, block_mass_rows, chunk_sums
 from .reference import block_sparse_attention_reference
 
-# Per head dim, for fp16/bf16 on CUDA. On an H100 (benchmarks/kernel.py --tune, D = 128) 128 x 128
-# tiles with 8 warps and 3 stages ran fastest; TMA loads and Triton's warp specialization gained
+# Per head dim, for fp16/bf16 on CUDA. At D = 128 the fastest that `benchmarks/kernel.py --tune`
+# found (timings: docs/BENCHMARKS.md); TMA loads and Triton's warp specialization gained
 # nothing there. D = 256 needs smaller tiles to fit shared memory.
 _GPU_CONFIGS = {
     16: KernelConfig(128, 64, 4, 3),
@@ -97,7 +97,7 @@ def _attend_tiles(
     offs_d = tl.arange(0, HEAD_DIM)
     # A tile's rows are consecutive: its pointers are one scalar base plus these loop-invariant
     # 32-bit offsets, a single instruction per address. Row arithmetic per element in the loop
-    # (gathering rows through a permutation) cost 7-12% of an H100's time.
+    # (gathering rows through a permutation) measurably slowed the whole kernel.
     k_offsets = offs_n[:, None] * stride_ks + offs_d[None, :]
     v_offsets = offs_n[:, None] * stride_vs + offs_d[None, :]
     # The block index is loaded one tile ahead, so that no load in the loop depends on another

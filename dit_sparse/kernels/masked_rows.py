@@ -17,7 +17,7 @@ import functools
 import torch
 
 from ..plan import num_blocks
-from ._runtime import (
+from .launch import (
     INTERPRETED,
     LOG2E,
     check_qkv,
@@ -30,29 +30,29 @@ from ._runtime import (
 from .reference import masked_row_errors_reference
 
 # Keys per inner step; rows and warps per program by head dim (three fp32 [rows, head_dim]
-# accumulators must fit the registers); pipeline stages. On an H200 (D = 128, bf16; Wan 480p
-# and 720p) 64 rows of 8 warps and 3 stages ran fastest and spill nothing (255 registers):
-# 141 / 845 us a call back to back (11 / 21 splits) against 195 / 1,296-1,511 us for 64 rows of
-# 4 warps, which spill 126 registers, and 207-241 / 1,312 us for 32 rows of 4 warps
-# (benchmarks/probes/svg_profiling_registers-h200.json). Only D = 128 was measured; the other
-# head dims keep its shape. One program per output (three programs of one accumulator, each
-# with its own max) was no faster on an H100 (benchmarks/probes/svg_profiling_passes-h100.json).
+# accumulators must fit the registers); pipeline stages. At D = 128 (bf16, Wan 480p and 720p)
+# 64 rows of 8 warps and 3 stages ran fastest and spill nothing: 4 warps for 64 rows spill,
+# and 32 rows of 4 warps are slower (benchmarks/probes/svg_profiling_registers-h200.json).
+# Only D = 128 was measured; the other head dims keep its shape. One program per output
+# (three programs of one accumulator, each with its own max) was no faster
+# (benchmarks/probes/svg_profiling_passes-h100.json).
 _BLOCK_N = 64
 _GPU_TILES = {16: (64, 8), 32: (64, 8), 64: (64, 8), 128: (64, 8), 256: (16, 4)}
 _GPU_STAGES = 3
 _INTERPRETER_ROW_TILE = 32
 # Key splits per (batch, head, row tile). At D = 128 a program holds a whole SM (8 warps at
-# 255 registers), so the programs run in waves of one per SM, and a program's time is about
-# (its keys + _SPLIT_COST_KEYS) x a per-key time: the fixed part is its pipeline's start and
-# its partial sums' store. Fitted to the H200 sweep at 720p (4-21 splits within 2%); its pick
-# there, 13 splits, then took 747 us a call back to back against 845 / 859 us for 21 / 14 in
-# the sweep. Smaller head dims may fit more programs per SM, which the model ignores
-# (unmeasured). Splits stay at least _MIN_KEYS_PER_SPLIT long so the merge stays small.
+# all of its registers), so the programs run in waves of one per SM, and a program's time is
+# about (its keys + _SPLIT_COST_KEYS) x a per-key time: the fixed part is its pipeline's start
+# and its partial sums' store. _SPLIT_COST_KEYS is fitted to a sweep of split counts at Wan
+# 720p, and its pick beat the sweep's other counts
+# (benchmarks/probes/svg_profiling_registers-*.json). Smaller head dims may fit more programs
+# per SM, which the model ignores (unmeasured). Splits stay at least _MIN_KEYS_PER_SPLIT long
+# so the merge stays small.
 _SPLIT_COST_KEYS = 400
 _MIN_KEYS_PER_SPLIT = 1536
 # Rows per merge program: three [rows, head_dim] fp32 sums; divides every partial row tile.
-# Small tiles give the latency-bound merge more programs: 4 rows took 9 / 32 us at 480p /
-# 720p on an H200, 16 rows 13 / 46 us.
+# Small tiles give the latency-bound merge more programs: 4 rows ran faster than 16 at Wan
+# 480p and 720p.
 _MERGE_ROW_TILE = 4
 # Bit j % 8 of byte j // 8 of a packed keep row is key j, so on a little-endian GPU bit j % 64
 # of 64-bit word j // 64 is key j too; rows cover whole multiples of this many keys (at least
@@ -247,9 +247,9 @@ def _merge_errors(
 ):
     """One head's ``ROW_TILE`` rows: merge the splits' partial softmaxes (each rescaled to the
     common max), then write the rows' summed squared error of both masks, times ``inv_count``,
-    to ``ERR[bh, tile]``. Two passes over the splits (the max, then the sums): at the same
-    splits a single pass with a running max took 10.3 / 21.5 us at Wan 480p / 720p on an H200,
-    against 9.0 / 20.7 (benchmarks/probes/svg_profiling_registers-final*-h200.json)."""
+    to ``ERR[bh, tile]``. Two passes over the splits (the max, then the sums): a single pass
+    with a running max was slower at the same splits
+    (benchmarks/probes/svg_profiling_registers-final*-h200.json)."""
     pid_bh = tl.program_id(0)
     row_tile = tl.program_id(1)
     offs_r = row_tile * ROW_TILE + tl.arange(0, ROW_TILE)

@@ -232,8 +232,8 @@ def rank_key_blocks_reference(
     """Torch `rank_key_blocks`: a stable descending sort with the forced blocks set to inf."""
     score = mass.clone()
     score[..., forced.start : forced.stop] = float("inf")
-    # A full sort, then the first `limit`: on an H100 faster than topk at Wan 480p and as fast
-    # at 720p (benchmarks/probes/gpu_checks-h100.json).
+    # A full sort, then the first `limit`: on the GPU no slower than topk at Wan's sizes
+    # (benchmarks/probes/gpu_checks-h100.json).
     order = torch.sort(score, dim=-1, descending=True, stable=True).indices[..., :limit]
     order = order.contiguous()  # frees the full [B, H, nq, nk] index tensor
     return order, normalize_mass(mass).gather(-1, order).cumsum(-1)

@@ -103,25 +103,23 @@ class AdaSpa(SparseMethod):
         warmup_lse: keep the LSE of the last dense warm-up step (its attention then runs
             `dense_attention_with_lse` instead of the model's own), so that the first search
             measures the block mass against it inside its dense pass instead of in a second
-            pass: 1.27-1.34x a dense step instead of 1.70-1.72x at Wan 480p, 1.21-1.23x
-            instead of 1.67-1.73x at 720p (H100, ``attention_layer-*.json``). The output is the same
-            exact attention either way; the plan follows last step's LSE, which is as good as
-            the step's own when steps are close and not when they are far apart. On
-            ``wan-shapes`` (``benchmarks/probes/stale_lse_plans.py``) at 20 and 50 steps every
-            layer's heads keep their levels and its plan the same mass (within 5e-4) with
-            either LSE; at 8 steps one layer's heads changed level, its plan kept 39% of the
-            mass instead of 47%, and the videos drifted further from dense (PSNR 21.8 against
-            24.4 dB; ``bench-wan-shapes-warmup-lse``). Default None: True for runs of at least
+            pass over K, which the search step then saves (``attention_layer-*.json``,
+            docs/BENCHMARKS.md). The output is the same exact attention either way; the plan
+            follows last step's LSE, which is as good as the step's own when steps are close
+            and not when they are far apart. On ``wan-shapes``
+            (``benchmarks/probes/stale_lse_plans.py``) at 20 and 50 steps every layer's heads
+            keep their levels and its plan the same mass with either LSE; at 8 steps some
+            heads change level, the plans keep less of the mass, and the videos drift further
+            from dense (``bench-wan-shapes-warmup-lse``). Default None: True for runs of at least
             `WARMUP_LSE_MIN_STEPS` steps, else False (the paper's two passes); True or False
             forces it.
         search_rows: estimate the block mass of a separate mass pass (cached searches, and a
             first search without a warm-up LSE) from this many evenly spaced rows of every
             query block (a power of two) instead of all of them (None, the default: the paper's
-            exact search). 16 of a 64-token block makes the pass 0.17x of a dense pass instead
-            of 0.61-0.63x (H100, Wan 480p); on the trained ``wan-shapes`` model the chosen
-            plans keep 0.6% less of the attention mass and the videos drift further from dense
-            (PSNR 22.7 against 24.4 dB over 4 prompts, two-pass first search;
-            ``benchmarks/search_rows.py``, ``bench-wan-shapes-search-rows-16``).
+            exact search). Fewer rows make the pass cheaper; on the trained ``wan-shapes``
+            model the chosen plans keep a little less of the attention mass and the videos
+            drift further from dense (``benchmarks/search_rows.py``,
+            ``bench-wan-shapes-search-rows-16``; figures in docs/BENCHMARKS.md).
         dense_final_steps, dense_layers: the shared schedule (see `SparseMethod`).
 
     Text key blocks (joint-attention models) are always kept, as the attention sink; they count

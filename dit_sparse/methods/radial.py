@@ -64,8 +64,8 @@ class Radial(SparseMethod):
       two <= tokens per frame (at least 16), with a warning. At 128 such layouts (the tiny
       presets) collapse into one dense block; upstream requires 128-token blocks.
     - Wan's adjacent frames keep half the band (``T // 2``) as in the code released with the
-      paper; upstream switched to whole adjacent frames in Nov 2025 (commit 72788d4),
-      about 2 points denser (Wan 480p, 21 frames: 0.339 vs 0.320).
+      paper; upstream later switched to whole adjacent frames (commit 72788d4), a little
+      denser (Wan 480p, 21 frames: 0.339 vs 0.320).
 
     Fields (defaults: the official Wan2.1-14B script):
         dense_steps: leading steps run dense: 0.24 of the steps (Wan2.1-14B 12 of 50;

@@ -11,18 +11,18 @@ position in every frame). At every sparse step and layer:
    temporal mask: one split-K Triton pass over the keys (`masked_row_errors`);
 2. each (batch element, head) takes the kind whose output is closer (mean squared error);
 3. one block-sparse kernel call computes every head; temporal heads read their tokens through
-   the plan's permutation (`svg_layout.temporal_permutation`), which turns their stripes into
+   the plan's permutation (`svg_masks.temporal_permutation`), which turns their stripes into
    dense blocks, and the kernel writes the output back in the original order.
 
 The masks, the band that meets ``density`` and the permutation depend only on the layout:
-`svg_layout` builds them once per layout and this method caches them until `reset`.
+`svg_masks` builds them once per layout and this method caches them until `reset`.
 
 Differences from the official code, on purpose: rows are sampled from the whole sequence (it
 samples only the first 10,000), profiling uses the masks the kernel then runs (it profiles a
 fixed two-frame band), the band is chosen so that the measured density, sink and text
 included, is closest to ``density`` (it solves a continuous formula that leaves the sink out),
 and frame 0 keeps its place in the temporal order, so the first-frame sink is exact for both
-kinds (see `svg_layout`).
+kinds (see `svg_masks`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from ..kernels import block_sparse_attention, masked_row_errors
 from ..layout import TokenLayout
 from ..utils import warn_once
 from .base import AttentionCall, SparseMethod
-from .svg_layout import SPATIAL, TEMPORAL, SVGMasks, build_masks, effective_block
+from .svg_masks import SPATIAL, TEMPORAL, SVGMasks, build_masks, effective_block
 
 _MIN_BLOCK = 16
 # Layouts whose masks stay cached. Runs with padded prompts (HunyuanVideo) see one layout per
@@ -150,10 +150,9 @@ class SparseVideoGen(SparseMethod):
             return rows.to(device)
         # From pinned memory the copy is queued behind the stream's work like a kernel. From
         # pageable memory CUDA first waits for the stream to drain, which can leave the GPU idle
-        # while the host queues the rest of the call (on an H200 at Wan 480p the probe's
-        # calls, copying from pageable memory, took 42-114 us longer back to back than their
-        # kernels' GPU time). PyTorch's pinned-memory cache keeps the block until the copy
-        # is done.
+        # while the host queues the rest of the call (profiled: back to back, such calls took
+        # longer than their kernels' GPU time). PyTorch's pinned-memory cache keeps the block
+        # until the copy is done.
         return rows.pin_memory().to(device, non_blocking=True)
 
     def sampled_errors(

@@ -13,7 +13,13 @@ from typing import Any
 import torch
 
 from ..layout import TokenLayout
-from .registry import VideoSizeRule, block_modules, forward_argument, register_adapter
+from .registry import (
+    PipelineDefaults,
+    VideoSizeRule,
+    block_modules,
+    forward_argument,
+    register_adapter,
+)
 
 
 class CogVideoXAdapter:
@@ -23,6 +29,7 @@ class CogVideoXAdapter:
     family = "cogvideox"
     # The VAE turns 4n + 1 frames into n + 1 latents; 8x VAE times 2x patches: 16 pixels.
     size_rule = VideoSizeRule(frame_step=4, spatial_multiple=16)
+    defaults = PipelineDefaults(frames=49, height=480, width=720, steps=50)
 
     def attention_modules(self, transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
         return block_modules(transformer, ("transformer_blocks", "attn1"))

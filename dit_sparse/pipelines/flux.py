@@ -13,7 +13,13 @@ from typing import Any
 import torch
 
 from ..layout import TokenLayout
-from .registry import VideoSizeRule, block_modules, forward_argument, register_adapter
+from .registry import (
+    PipelineDefaults,
+    VideoSizeRule,
+    block_modules,
+    forward_argument,
+    register_adapter,
+)
 
 
 class FluxAdapter:
@@ -23,6 +29,7 @@ class FluxAdapter:
     family = "flux"
     # 8x VAE times 2x2 packing.
     size_rule = VideoSizeRule(spatial_multiple=16, single_frame=True)
+    defaults = PipelineDefaults(frames=1, height=1024, width=1024, steps=28)
 
     def attention_modules(self, transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
         return block_modules(

@@ -6,7 +6,7 @@ blocks (``transformer_blocks.i.attn``) and in HunyuanVideo's single-stream block
 (``single_transformer_blocks.i.attn``) alike. The prompt is padded to a fixed length, valid
 tokens first, and the model passes a boolean mask that hides the padding: from every query
 in HunyuanVideo (``[B, 1, 1, S]``), from queries and keys in 1.5 (``[B, 1, S, S]``). The
-runtime runs the method on the valid tokens only (`dit_sparse.masking`).
+runtime runs the method on the valid tokens only (`dit_sparse.text_padding`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from typing import Any
 import torch
 
 from ..layout import TokenLayout
-from .registry import VideoSizeRule, block_modules, forward_argument, register_adapter
+from .registry import (
+    PipelineDefaults,
+    VideoSizeRule,
+    block_modules,
+    forward_argument,
+    register_adapter,
+)
 
 
 def _video_grid(transformer: torch.nn.Module, hidden: torch.Tensor) -> tuple[int, int, int]:
@@ -32,6 +38,7 @@ class HunyuanVideoAdapter:
     transformer_class = "HunyuanVideoTransformer3DModel"
     family = "hunyuan_video"
     size_rule = VideoSizeRule(frame_step=4, spatial_multiple=16)
+    defaults = PipelineDefaults(frames=129, height=720, width=1280, steps=50)
 
     def attention_modules(self, transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
         return block_modules(

@@ -13,7 +13,13 @@ from typing import Any
 import torch
 
 from ..layout import TokenLayout
-from .registry import VideoSizeRule, block_modules, forward_argument, register_adapter
+from .registry import (
+    PipelineDefaults,
+    VideoSizeRule,
+    block_modules,
+    forward_argument,
+    register_adapter,
+)
 
 
 class LTXVideoAdapter:
@@ -23,6 +29,7 @@ class LTXVideoAdapter:
     family = "ltx"
     # The VAE compresses 32x in space and 8x in time (8n + 1 frames -> n + 1 latents).
     size_rule = VideoSizeRule(frame_step=8, spatial_multiple=32)
+    defaults = PipelineDefaults(frames=161, height=512, width=704, steps=50)
 
     def attention_modules(self, transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
         return block_modules(transformer, ("transformer_blocks", "attn1"))

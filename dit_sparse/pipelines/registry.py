@@ -16,6 +16,12 @@ class ModelAdapter(Protocol):
     ``attention_modules`` lists the self-attention modules to handle, in depth order;
     ``layout`` reads the token layout from the transformer's forward arguments (only there is
     the video shape visible: inside a processor there is just ``[B, S, C]``).
+
+    The family's facts that are needed before a model is loaded live here too, and nowhere
+    else (the CLI, the presets and the mask drawing ask for them by family): ``size_rule``
+    (`VideoSizeRule`, the sizes its pipeline accepts), ``defaults`` (`PipelineDefaults`, what
+    its pipeline generates unless told otherwise) and ``token_factors`` (`TokenFactors`, where
+    pixels map to tokens in a fixed way). Each is optional.
     """
 
     transformer_class: str
@@ -56,6 +62,40 @@ class VideoSizeRule:
                 raise ValueError(
                     f"{name} must be a positive multiple of {self.spatial_multiple} (e.g. {near}), got {value}"
                 )
+
+
+@dataclass(frozen=True)
+class PipelineDefaults:
+    """The size and step count a family's diffusers pipeline uses when not given any."""
+
+    frames: int
+    height: int
+    width: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class TokenFactors:
+    """Pixels per self-attention token: VAE compression times patch size.
+
+    ``frames`` pixel frames make one latent frame (after the first, which makes one alone);
+    ``pixels`` pixels along each side make one token.
+    """
+
+    frames: int
+    pixels: int
+
+    def layout(
+        self, frames: int, height: int, width: int, *, text_len: int = 0, text_first: bool = False
+    ) -> TokenLayout:
+        """The token layout of a ``frames`` x ``height`` x ``width`` pixel video."""
+        return TokenLayout(
+            (frames - 1) // self.frames + 1,
+            height // self.pixels,
+            width // self.pixels,
+            text_len=text_len,
+            text_first=text_first,
+        )
 
 
 _ADAPTERS: dict[str, ModelAdapter] = {}
@@ -119,10 +159,45 @@ def block_modules(
     ]
 
 
-def size_rule_for(family: str) -> VideoSizeRule | None:
-    """The video size rule of an adapter family (``"wan"``, ...), None if unknown."""
+def family_adapter(family: str) -> ModelAdapter | None:
+    """The adapter of family ``family`` (``"wan"``, ...), None if unknown."""
     _load_builtin_adapters()
     for adapter in _ADAPTERS.values():
         if adapter.family == family:
-            return getattr(adapter, "size_rule", None)
+            return adapter
     return None
+
+
+def size_rule_for(family: str) -> VideoSizeRule | None:
+    """The video size rule of an adapter family (``"wan"``, ...), None if unknown."""
+    return getattr(family_adapter(family), "size_rule", None)
+
+
+def defaults_for(family: str) -> PipelineDefaults | None:
+    """What the family's pipeline generates by default, None if unknown or not recorded."""
+    return getattr(family_adapter(family), "defaults", None)
+
+
+def layout_for(
+    family: str,
+    frames: int,
+    height: int,
+    width: int,
+    *,
+    text_len: int = 0,
+    text_first: bool = False,
+) -> TokenLayout:
+    """The self-attention token layout of ``family`` generating ``frames`` x ``height`` x
+    ``width`` pixels, by its adapter's `TokenFactors`, after checking its size rule.
+
+    ``text_len``/``text_first`` place text tokens for joint-attention models. Families whose
+    adapter has no token factors are refused with ``ValueError`` naming those that have.
+    """
+    factors = getattr(family_adapter(family), "token_factors", None)
+    if factors is None:
+        accepted = [a.family for a in _ADAPTERS.values() if getattr(a, "token_factors", None)]
+        raise ValueError(f"unknown model family {family!r}; accepted: {', '.join(accepted)}")
+    rule = size_rule_for(family)
+    if rule is not None:
+        rule.check(frames, height, width)
+    return factors.layout(frames, height, width, text_len=text_len, text_first=text_first)

@@ -111,7 +111,7 @@ class PixelSpaceVideoAutoencoder(ModelMixin, ConfigMixin):
         """Pixels ``[B, C, t*n+1, H, W]`` in [-1, 1] to raw latents ``[B, z, n+1, H/s, W/s]``.
 
         A model with motion channels also needs ``motion`` ``[B, 2, t*n+1, H, W]`` (as
-        `dit_sparse.synthetic.render_clips` draws it), averaged into each latent cell.
+        ``training/shapes_data.py``'s `render_clips` draws it), averaged into each latent cell.
         """
         pixels = self._group(video).flatten(1, 4)
         if not self.config.motion_channels:
@@ -152,18 +152,6 @@ class PixelSpaceVideoAutoencoder(ModelMixin, ConfigMixin):
         return latents * self.std.to(latents.dtype) + self.mean.to(latents.dtype)
 
 
-def latent_statistics(
-    autoencoder: PixelSpaceVideoAutoencoder,
-    videos: torch.Tensor,
-    motion: torch.Tensor | None = None,
-) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of ``videos``' raw latents, rounded to 1e-4
-    (``motion``: their motion fields, for an autoencoder with motion channels)."""
-    latents = autoencoder.encode(videos.float(), motion).transpose(0, 1).flatten(1)
-    mean, std = latents.mean(1), latents.std(1)
-    return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]
-
-
 def assemble_pipeline(
     transformer: WanTransformer3DModel,
     autoencoder: PixelSpaceVideoAutoencoder,
@@ -179,27 +167,11 @@ def assemble_pipeline(
     )
 
 
-def save_model(pipe: WanPipeline, directory: str | Path) -> None:
-    """Write what `load_wan_shapes` reads: transformer weights (fp16 safetensors) and the
-    autoencoder's and scheduler's configs, in diffusers' subfolder layout."""
-    directory = Path(directory)
-    transformer = pipe.transformer
-    copy = WanTransformer3DModel.from_config(transformer.config)
-    copy.load_state_dict(transformer.state_dict())
-    # Halves the file; the modules Wan keeps in fp32 (norms, time embedding) stay fp32.
-    keep = set(copy._keep_in_fp32_modules or ())
-    for name, param in copy.named_parameters():
-        if not keep.intersection(name.split(".")):
-            param.data = param.data.to(torch.float16)
-    copy.save_pretrained(directory / "transformer", safe_serialization=True)
-    pipe.vae.save_config(directory / "vae")
-    pipe.scheduler.save_config(directory / "scheduler")
-
-
 def load_wan_shapes(
     directory: str | Path = MODEL_DIR, torch_dtype: torch.dtype = torch.float32
 ) -> WanPipeline:
-    """The trained ``wan-shapes`` pipeline on the CPU, transformer in ``torch_dtype``.
+    """The trained ``wan-shapes`` pipeline on the CPU, transformer in ``torch_dtype``, from the
+    directory ``training/train_shapes.py --export`` writes.
 
     Raises `FileNotFoundError` if ``directory`` holds no trained transformer.
     """

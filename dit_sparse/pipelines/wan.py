@@ -7,7 +7,17 @@ from typing import Any
 import torch
 
 from ..layout import TokenLayout
-from .registry import VideoSizeRule, forward_argument, register_adapter
+from .registry import (
+    PipelineDefaults,
+    TokenFactors,
+    VideoSizeRule,
+    forward_argument,
+    register_adapter,
+)
+
+# Wan's VAE makes one latent frame of 4 pixel frames (the first alone) and one latent of 8x8
+# pixels; the transformer's (1, 2, 2) patches make one token of 2x2 latents.
+_TOKENS = TokenFactors(frames=4, pixels=16)
 
 
 class WanAdapter:
@@ -15,7 +25,9 @@ class WanAdapter:
 
     transformer_class = "WanTransformer3DModel"
     family = "wan"
-    size_rule = VideoSizeRule(frame_step=4, spatial_multiple=16)
+    size_rule = VideoSizeRule(frame_step=_TOKENS.frames, spatial_multiple=_TOKENS.pixels)
+    token_factors = _TOKENS
+    defaults = PipelineDefaults(frames=81, height=480, width=832, steps=50)
 
     def attention_modules(self, transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
         return [(f"blocks.{i}.attn1", block.attn1) for i, block in enumerate(transformer.blocks)]

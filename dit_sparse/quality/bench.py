@@ -18,9 +18,18 @@ from typing import Any
 
 import torch
 
-# `dit_sparse.cli` imports this module to register the subcommand: take the module, not its
-# names, so either import order works.
-from .. import cli
+from ..arguments import (
+    DEFAULT_MODEL,
+    UsageError,
+    add_generation_args,
+    check_video_args,
+    default_prompt,
+    fill_size_defaults,
+    generation_request,
+    parse_options,
+    resolve_device,
+    resolve_dtype,
+)
 from ..methods import METHODS
 from ..utils import warn_once
 
@@ -29,7 +38,7 @@ def _method_key(item: str, flag: str) -> tuple[str, str]:
     """``"radial.decay_factor=0.5"`` -> ``("radial", "decay_factor=0.5")``."""
     method, dot, rest = item.partition(".")
     if not dot or not method or "=" not in rest:
-        raise cli.UsageError(f"{flag} takes METHOD.KEY=VALUE, got {item!r}")
+        raise UsageError(f"{flag} takes METHOD.KEY=VALUE, got {item!r}")
     return method.strip().lower(), rest
 
 
@@ -38,7 +47,7 @@ def parse_method_options(items: list[str]) -> dict[str, dict[str, Any]]:
     options: dict[str, dict[str, Any]] = {}
     for item in items:
         method, rest = _method_key(item, "--option")
-        options.setdefault(method, {}).update(cli.parse_options([rest]))
+        options.setdefault(method, {}).update(parse_options([rest]))
     return options
 
 
@@ -48,9 +57,9 @@ def parse_sweeps(items: list[str]) -> dict[str, dict[str, list[Any]]]:
     for item in items:
         method, rest = _method_key(item, "--sweep")
         key, _, text = rest.partition("=")
-        values = [cli.parse_options([f"{key}={v.strip()}"]) for v in text.split(",") if v.strip()]
+        values = [parse_options([f"{key}={v.strip()}"]) for v in text.split(",") if v.strip()]
         if not values:
-            raise cli.UsageError(f"--sweep {item!r} lists no values")
+            raise UsageError(f"--sweep {item!r} lists no values")
         for parsed in values:
             for name, value in parsed.items():
                 sweeps.setdefault(method, {}).setdefault(name, []).append(value)
@@ -61,14 +70,14 @@ def _prompts(args: argparse.Namespace, default: str) -> list[str]:
     if args.prompts is None:
         return [args.prompt if args.prompt is not None else default]
     if args.prompt is not None:
-        raise cli.UsageError("give --prompt or --prompts, not both")
+        raise UsageError("give --prompt or --prompts, not both")
     path = Path(args.prompts)
     if not path.is_file():
-        raise cli.UsageError(f"--prompts file not found: {path}")
+        raise UsageError(f"--prompts file not found: {path}")
     lines = [line.strip() for line in path.read_text().splitlines()]
     prompts = [line for line in lines if line and not line.startswith("#")]
     if not prompts:
-        raise cli.UsageError(f"--prompts file {path} has no prompts (one per line, # comments)")
+        raise UsageError(f"--prompts file {path} has no prompts (one per line, # comments)")
     return prompts
 
 
@@ -76,9 +85,9 @@ def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise cli.UsageError(f"--seeds takes comma-separated integers, got {text!r}") from None
+        raise UsageError(f"--seeds takes comma-separated integers, got {text!r}") from None
     if not seeds or len(set(seeds)) != len(seeds):
-        raise cli.UsageError(f"--seeds takes distinct comma-separated integers, got {text!r}")
+        raise UsageError(f"--seeds takes distinct comma-separated integers, got {text!r}")
     return seeds
 
 
@@ -87,26 +96,26 @@ def _settings(args: argparse.Namespace):
 
     methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
     if not methods:
-        raise cli.UsageError(f"--methods lists no method; accepted: {', '.join(METHODS)}")
+        raise UsageError(f"--methods lists no method; accepted: {', '.join(METHODS)}")
     try:
         return make_settings(methods, parse_method_options(args.option), parse_sweeps(args.sweep))
     except ValueError as err:
-        raise cli.UsageError(str(err)) from None
+        raise UsageError(str(err)) from None
     except ImportError as err:  # a registered method whose module is not there yet
-        raise cli.UsageError(f"a method in --methods is not available: {err}") from None
+        raise UsageError(f"a method in --methods is not available: {err}") from None
 
 
 def _bench(args: argparse.Namespace) -> int:
     """Validate everything, load the model, run the plan, write every output."""
-    cli.fill_size_defaults(args)
-    cli.check_video_args(args.model, args.frames, args.height, args.width, args.steps)
-    prompts = _prompts(args, cli.default_prompt(args.model))
+    fill_size_defaults(args)
+    check_video_args(args.model, args.frames, args.height, args.width, args.steps)
+    prompts = _prompts(args, default_prompt(args.model))
     seeds = _seeds(args.seeds)
     settings = _settings(args)
     if args.lpips_weights is not None and not Path(args.lpips_weights).is_file():
-        raise cli.UsageError(f"--lpips-weights file not found: {args.lpips_weights}")
-    device = cli.resolve_device(args.device)
-    dtype = cli.resolve_dtype(args.dtype, device)
+        raise UsageError(f"--lpips-weights file not found: {args.lpips_weights}")
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
 
     from ..pipelines.loading import load_pipeline
     from ..pipelines.presets import PRESETS
@@ -127,7 +136,7 @@ def _bench(args: argparse.Namespace) -> int:
     lpips = load_lpips(args.lpips_weights, device)
     if isinstance(lpips, LpipsUnavailable):
         print(f"note: LPIPS skipped: {lpips.reason}")
-    request = cli.generation_request(args, prompts[0])
+    request = generation_request(args, prompts[0])
     cases = [Case(i, prompt, seed) for i, prompt in enumerate(prompts) for seed in seeds]
 
     def on_video(record, dense_frames, frames) -> None:
@@ -182,7 +191,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     bench = subparsers.add_parser(
         "bench", help="quality (PSNR/SSIM/LPIPS vs dense) and speed of methods, with plots"
     )
-    cli.add_generation_args(bench, default_model=cli.DEFAULT_MODEL)
+    add_generation_args(bench, default_model=DEFAULT_MODEL)
     bench.set_defaults(func=_bench)
     bench.add_argument("--prompts", metavar="FILE", help="one prompt per line (# comments)")
     bench.add_argument(

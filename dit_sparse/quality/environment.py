@@ -21,7 +21,7 @@ def _version(package: str) -> str | None:
 
 
 def device_name(device: str | torch.device) -> str:
-    """The GPU's name (``"NVIDIA H100 80GB HBM3"``) or ``"cpu"``."""
+    """The GPU's name, as CUDA reports it, or ``"cpu"``."""
     device = torch.device(device)
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 

@@ -1,16 +1,10 @@
-"""The synthetic shapes world: prompts, procedural clips, and a check that a clip fits its prompt.
+"""The synthetic shapes world of the default ``wan-shapes`` model: its prompt vocabulary, and a
+check that a generated clip fits its prompt (`check_motion`, `evaluate_motion`), so quality
+numbers mean something without a downloaded model.
 
-Used to train the ``wan-shapes`` model (``training/train_shapes.py``) and to judge what it
-generates (`check_motion`), so quality numbers mean something without a downloaded model.
+The clips it was trained on are drawn by ``training/shapes_data.py``, outside the package.
 """
 
-from .clips import (
-    ClipBatch,
-    RenderedClips,
-    render_clips,
-    sample_clip_batch,
-    to_frames,
-)
 from .evaluate import MotionEvaluation, evaluate_motion
 from .motion import MotionVerdict, check_motion, colour_mask, pass_rate
 from .vocabulary import (
@@ -33,10 +27,8 @@ __all__ = [
     "SHAPES",
     "SPEEDS",
     "ClipAttributes",
-    "ClipBatch",
     "MotionEvaluation",
     "MotionVerdict",
-    "RenderedClips",
     "all_attributes",
     "check_motion",
     "colour_mask",
@@ -44,8 +36,5 @@ __all__ = [
     "evaluation_prompts",
     "parse_prompt",
     "pass_rate",
-    "render_clips",
-    "sample_clip_batch",
-    "to_frames",
     "vocabulary_size",
 ]

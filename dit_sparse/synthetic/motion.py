@@ -4,10 +4,11 @@ The check follows the shape by colour alone: pixels saturated enough to be a sha
 is nearest the prompted palette entry, form a mask per frame. The shape is where that mask is
 densest (`blob_track`): a frame shows it when some window a tenth of the frame wide is at
 least half full, so colour noise scattered over a frame never counts, and its position is the
-centroid of the mask near that window. Frames wrap around (the world is a torus, see `clips`),
-so the track is unwrapped (`unwrapped`) before a line fitted to its positions over the first
-third of the clip gives the motion: the clip passes when it moved at least ``min_shift`` pixels
-the prompted way and more that way than sideways.
+centroid of the mask near that window. Frames wrap around (the world is a torus: what leaves
+through one edge comes back through the opposite one, as ``training/shapes_data.py`` draws
+it), so the track is unwrapped (`unwrapped`) before a line fitted to its positions over the
+first third of the clip gives the motion: the clip passes when it moved at least ``min_shift``
+pixels the prompted way and more that way than sideways.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .clips import wrapped
 from .vocabulary import COLOURS, DIRECTIONS, parse_prompt
 
 _PALETTE = torch.tensor(list(COLOURS.values()), dtype=torch.float32)
@@ -30,6 +30,11 @@ _MIN_SATURATION = 0.3
 _WINDOW_SHARE = 0.1
 _MIN_DENSITY = 0.5
 _RADIUS_SHARE = 0.2
+
+
+def wrapped(offset: torch.Tensor, extent: float | torch.Tensor) -> torch.Tensor:
+    """Offsets on a ring of ``extent`` pixels, folded into ``[-extent/2, extent/2)``."""
+    return (offset + extent / 2).remainder(extent) - extent / 2
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ def blob_track(mask: torch.Tensor, min_pixels: int) -> tuple[torch.Tensor, torch
     size = min(height, width)
     window = max(3, round(_WINDOW_SHARE * size) | 1)
     weight = mask.float()
-    # The frame is a torus (see `clips`): a shape leaving through one edge is whole again
+    # The frame is a torus: a shape leaving through one edge is whole again
     # across it, so windows and distances wrap around.
     pad = window // 2
     density = F.avg_pool2d(F.pad(weight[:, None], (pad, pad, pad, pad), mode="circular"), window, 1)

@@ -5,8 +5,8 @@ import torch
 from triton_interpreter import triton_interpreter  # noqa: F401 (selects the interpreter)
 
 from dit_sparse.kernels import block_attention_mass, dense_attention_with_mass
-from dit_sparse.kernels._runtime import KernelConfig
 from dit_sparse.kernels.block_mass import MassPartials
+from dit_sparse.kernels.launch import KernelConfig
 from dit_sparse.kernels.reference import block_attention_mass_reference
 
 pytestmark = pytest.mark.usefixtures("triton_interpreter")

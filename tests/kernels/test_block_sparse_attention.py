@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from triton_interpreter import triton_interpreter  # noqa: F401 (selects the interpreter)
 
 from dit_sparse import BlockPlan
-from dit_sparse.kernels import _runtime, dense_attention_with_lse
+from dit_sparse.kernels import dense_attention_with_lse, launch
 from dit_sparse.kernels.block_sparse_attention import (
     block_sparse_attention,
     default_config,
@@ -208,7 +208,7 @@ def test_dense_attention_with_lse_matches_sdpa():
 
 def test_cpu_without_interpreter_falls_back_with_one_warning(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET")
-    monkeypatch.setattr(_runtime, "_warned", set())
+    monkeypatch.setattr(launch, "_warned", set())
     g = generator()
     q, k, v = qkv(1, 1, 64, 16, torch.float32, g)
     plan = random_plan(1, 1, 64, 32, 32, g)

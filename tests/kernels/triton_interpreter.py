@@ -14,7 +14,7 @@ import pytest
 
 _previous = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"
-from dit_sparse.kernels import _runtime  # noqa: E402
+from dit_sparse.kernels import launch  # noqa: E402
 
 if _previous is None:
     del os.environ["TRITON_INTERPRET"]
@@ -24,7 +24,7 @@ else:
 
 @pytest.fixture
 def triton_interpreter(monkeypatch):
-    if not _runtime.INTERPRETED:
+    if not launch.INTERPRETED:
         pytest.fail(
             "dit_sparse.kernels was imported before the kernel tests could select Triton's "
             "interpreter: run them first, or with TRITON_INTERPRET=1"

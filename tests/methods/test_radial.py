@@ -11,10 +11,11 @@ import dit_sparse
 import dit_sparse.methods.radial as radial_module
 from dit_sparse import TokenLayout
 from dit_sparse.kernels.reference import block_sparse_attention_reference
-from dit_sparse.masks import draw_block_mask, layout_for
+from dit_sparse.mask_image import draw_block_mask
 from dit_sparse.methods import resolve_method
 from dit_sparse.methods.base import AttentionCall
 from dit_sparse.methods.radial import Radial
+from dit_sparse.pipelines.registry import layout_for
 from dit_sparse.plan import BlockPlan
 
 
@@ -191,7 +192,7 @@ def test_density_falls_as_frames_double(model_type):
     assert densities[-1] < 0.2
     products = [d * f for d, f in zip(densities, (6, 11, 21, 41, 81))]
     assert all(b > a for a, b in zip(products, products[1:])), products
-    if model_type == "wan":  # Wan2.1 480p, 81 frames (the figure in Radial's docstring)
+    if model_type == "wan":  # a pin on the closed-form mask at Wan2.1 480p, 81 frames
         assert densities[2] == pytest.approx(0.3203, abs=1e-4)
 
 

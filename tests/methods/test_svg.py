@@ -11,7 +11,7 @@ from dit_sparse.kernels.reference import (
 )
 from dit_sparse.methods.base import AttentionCall
 from dit_sparse.methods.svg import SPATIAL, TEMPORAL, SparseVideoGen
-from dit_sparse.methods.svg_layout import temporal_permutation
+from dit_sparse.methods.svg_masks import temporal_permutation
 
 RAGGED = [
     TokenLayout(4, 3, 5),  # 15 tokens a frame: blocks of 16 straddle frames

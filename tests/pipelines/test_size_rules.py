@@ -2,7 +2,7 @@
 
 import pytest
 
-from dit_sparse.cli import UsageError, check_video_args
+from dit_sparse.arguments import UsageError, check_video_args
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Seeing a block mask: drawing it to PNG, and the token layout of a model at a pixel size."""
+"""Seeing a block mask: drawing it to PNG (`dit-sparse masks`)."""
 
 from __future__ import annotations
 
@@ -7,44 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .layout import TokenLayout
-from .pipelines.registry import size_rule_for
 from .utils import atomic_output
-
-# family -> (pixel frames per latent frame, pixels per token side): VAE factor x patch size.
-TOKEN_FACTORS: dict[str, tuple[int, int]] = {
-    "wan": (4, 16),  # VAE 4x8x8, patch (1, 2, 2)
-}
-
-
-def layout_for(
-    family: str,
-    frames: int,
-    height: int,
-    width: int,
-    *,
-    text_len: int = 0,
-    text_first: bool = False,
-) -> TokenLayout:
-    """The self-attention token layout of ``family`` generating ``frames`` x ``height`` x
-    ``width`` pixels: for Wan ``(frames - 1) // 4 + 1`` latent frames of
-    ``height // 16`` x ``width // 16`` tokens (81 x 480 x 832 -> 21 x 30 x 52).
-
-    ``text_len``/``text_first`` place text tokens for joint-attention models.
-    """
-    if family not in TOKEN_FACTORS:
-        raise ValueError(f"unknown model family {family!r}; accepted: {', '.join(TOKEN_FACTORS)}")
-    rule = size_rule_for(family)
-    if rule is not None:
-        rule.check(frames, height, width)
-    frame_step, pixels = TOKEN_FACTORS[family]
-    return TokenLayout(
-        (frames - 1) // frame_step + 1,
-        height // pixels,
-        width // pixels,
-        text_len=text_len,
-        text_first=text_first,
-    )
 
 
 def draw_block_mask(

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..layout import TokenLayout
-from ..methods.base import AttentionCall, SparseMethod
+from dit_sparse.layout import TokenLayout
+from dit_sparse.methods.base import AttentionCall, SparseMethod
 
 # Query rows whose [rows, S] probabilities are materialised at once, per (batch, head) slice.
 _ROW_CHUNK = 1024
@@ -82,7 +82,7 @@ class AttentionMassProbe(SparseMethod):
         super().__post_init__()
         self._classifier = None
         if self.svg:
-            from ..methods.svg import SparseVideoGen
+            from dit_sparse.methods.svg import SparseVideoGen
 
             self._classifier = SparseVideoGen()
 

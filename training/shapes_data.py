@@ -1,4 +1,5 @@
-"""Procedural clips: a coloured shape moving over a textured background that wraps around.
+"""Training data of ``wan-shapes``: procedural clips of a coloured shape moving over a textured
+background that wraps around, and the latent statistics the autoencoder normalises with.
 
 Everything is drawn with tensor operations on whatever device the generator lives on, so a
 training loop makes its batches on the GPU as it goes. A clip's randomness beyond its named
@@ -21,7 +22,9 @@ from typing import NamedTuple
 
 import torch
 
-from .vocabulary import (
+from dit_sparse.pipelines.shapes import PixelSpaceVideoAutoencoder
+from dit_sparse.synthetic.motion import wrapped
+from dit_sparse.synthetic.vocabulary import (
     BACKGROUNDS,
     COLOURS,
     DIRECTIONS,
@@ -133,11 +136,6 @@ def _tracks(batch: ClipBatch, frames: int, height: int, width: int, g: torch.Gen
     return x, y, radius, step
 
 
-def wrapped(offset: torch.Tensor, extent: float | torch.Tensor) -> torch.Tensor:
-    """Offsets on a ring of ``extent`` pixels, folded into ``[-extent/2, extent/2)``."""
-    return (offset + extent / 2).remainder(extent) - extent / 2
-
-
 def _shape_alpha(batch: ClipBatch, x, y, radius, height: int, width: int) -> torch.Tensor:
     """Coverage ``[B, F, H, W]`` in [0, 1], antialiased over about one pixel."""
     device = x.device
@@ -229,3 +227,15 @@ def render_clips(
 def to_frames(videos: torch.Tensor) -> torch.Tensor:
     """``[B, 3, F, H, W]`` in [-1, 1] (as drawn) to ``[B, F, H, W, 3]`` in [0, 1] (as generated)."""
     return ((videos.float() + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 4, 1)
+
+
+def latent_statistics(
+    autoencoder: PixelSpaceVideoAutoencoder,
+    videos: torch.Tensor,
+    motion: torch.Tensor | None = None,
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of ``videos``' raw latents, rounded to 1e-4
+    (``motion``: their motion fields, for an autoencoder with motion channels)."""
+    latents = autoencoder.encode(videos.float(), motion).transpose(0, 1).flatten(1)
+    mean, std = latents.mean(1), latents.std(1)
+    return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]

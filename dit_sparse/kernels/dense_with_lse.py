@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 
 from ..plan import BlockPlan
-from ._runtime import INTERPRETED, check_qkv, resolve_scale, triton_runs_on, warn_fallback
 from .block_mass import MassPartials, block_attention_mass_inputs
 from .block_sparse_attention import (
     FusedMass,
@@ -14,6 +13,7 @@ from .block_sparse_attention import (
     default_config,
     launch_block_sparse_attention,
 )
+from .launch import INTERPRETED, check_qkv, resolve_scale, triton_runs_on, warn_fallback
 from .reference import block_attention_mass_reference, block_sparse_attention_reference
 
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from dit_sparse import TokenLayout
-from dit_sparse.masking import attend_without_padding, text_padding
 from dit_sparse.methods import AttentionCall
+from dit_sparse.text_padding import attend_without_padding, text_padding
 
 TEXT_LAST = TokenLayout(2, 4, 4, text_len=8)
 TEXT_FIRST = TokenLayout(2, 4, 4, text_len=8, text_first=True)
