@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import TracebackType
 
-from ._runtime import HAS_TRITON, triton
+from .launch import HAS_TRITON, triton
 
 # Frames in these parts of the triton package are its compiler (front end, MLIR passes, ptxas)
 # and the loading of what it built.
