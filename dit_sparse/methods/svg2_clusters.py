@@ -1,0 +1,242 @@
+"""Sparse VideoGen 2's semantic-aware permutation as batched torch functions.
+
+Every function works on all (batch, head) pairs at once, flattened to one leading dimension
+``G = B * H``; nothing loops over heads. The steps, in the order `SparseVideoGen2` runs them:
+
+1. `kmeans`: Lloyd iterations over the query (or key) vectors of each head, warm-started from
+   given centroids; the distance matrix is built in chunks of tokens, so its memory stays
+   bounded (`_CHUNK_ELEMENTS`) at 720p, where it would be ``[40, 75,600, 1,000]``;
+2. `ClusterOrder`: tokens sorted by cluster (stable, so a cluster keeps its tokens' original
+   order), with each cluster's size;
+3. `cluster_map`: which (query cluster, key cluster) pairs are kept. Each query cluster's row
+   of estimated attention, the softmax of its centroid's scores against the key centroids
+   weighted by the key clusters' sizes, is sorted in descending order and kept until it covers
+   ``top_p`` (at least ``min_keep`` key clusters per row);
+4. `cluster_block_mask`: the kept pairs as blocks of the permuted order. A query block x key
+   block is computed when any kept pair has a token in both; blocks that straddle clusters
+   keep the union of their clusters' pairs, so every kept pair is computed in full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..plan import BlockPlan, num_blocks
+
+# Distance-matrix entries per chunk of `kmeans`' assignment (fp32: 1 GiB; bf16: 512 MiB).
+_CHUNK_ELEMENTS = 1 << 28
+
+
+@dataclass(frozen=True, eq=False)
+class KMeansResult:
+    """One clustering of ``[G, S, D]`` vectors into ``C`` clusters.
+
+    Attributes:
+        labels: int64 ``[G, S]``: each vector's cluster.
+        centroids: fp32 ``[G, C, D]``: the mean of each cluster's vectors (an empty cluster
+            keeps its previous centroid).
+        sizes: int64 ``[G, C]``: vectors per cluster.
+    """
+
+    labels: torch.Tensor
+    centroids: torch.Tensor
+    sizes: torch.Tensor
+
+
+def initial_centroids(x: torch.Tensor, clusters: int, generator: torch.Generator) -> torch.Tensor:
+    """fp32 ``[G, C, D]``: ``C`` of each group's vectors ``x`` (``[G, S, D]``), drawn at random.
+
+    Drawn on the CPU from ``generator``, so one seed picks the same vectors on every device.
+    """
+    groups, seq_len, dim = x.shape
+    index = torch.randint(seq_len, (groups, clusters), generator=generator).to(x.device)
+    return x.gather(1, index[..., None].expand(-1, -1, dim)).float()
+
+
+def assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """int64 ``[G, S]``: the nearest (Euclidean) of ``centroids`` (``[G, C, D]``) to each
+    vector of ``x`` (``[G, S, D]``), in chunks of tokens; computed in ``x``'s dtype."""
+    groups, seq_len, _ = x.shape
+    clusters = centroids.shape[1]
+    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
+    norms = centroids.float().square().sum(-1)[:, None, :].to(x.dtype)
+    transposed = centroids.to(x.dtype).transpose(1, 2)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, groups * clusters))
+    labels = torch.empty(groups, seq_len, dtype=torch.long, device=x.device)
+    for start in range(0, seq_len, chunk):
+        part = x[:, start : start + chunk]
+        distances = torch.baddbmm(norms, part, transposed, alpha=-2.0)
+        labels[:, start : start + chunk] = distances.argmin(-1)
+    return labels
+
+
+def _cluster_sums(
+    x: torch.Tensor, labels: torch.Tensor, clusters: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 ``[G, C, D]`` sums and int64 ``[G, C]`` counts of each cluster's vectors."""
+    groups, seq_len, dim = x.shape
+    flat = (labels + clusters * torch.arange(groups, device=x.device)[:, None]).reshape(-1)
+    sums = torch.zeros(groups * clusters, dim, dtype=torch.float32, device=x.device)
+    sums.index_add_(0, flat, x.reshape(groups * seq_len, dim).float())
+    counts = torch.bincount(flat, minlength=groups * clusters)
+    return sums.view(groups, clusters, dim), counts.view(groups, clusters)
+
+
+def kmeans(x: torch.Tensor, centroids: torch.Tensor, iterations: int) -> KMeansResult:
+    """``iterations`` (>= 1) Lloyd iterations over ``x`` ``[G, S, D]`` from ``centroids``
+    ``[G, C, D]``: assign each vector to its nearest centroid, move each centroid to its
+    vectors' mean. The labels and sizes are the last assignment's and the centroids their
+    means, so that sizes and centroids describe the same clusters. A fixed number of
+    iterations: no convergence test, which would sync with the device every iteration.
+    """
+    if iterations < 1:
+        raise ValueError(f"kmeans needs at least one iteration, got {iterations}")
+    centroids = centroids.float()
+    for _ in range(iterations):
+        labels = assign(x, centroids)
+        sums, sizes = _cluster_sums(x, labels, centroids.shape[1])
+        means = sums / sizes.clamp_min(1)[..., None]
+        centroids = torch.where(sizes[..., None] > 0, means, centroids)
+    return KMeansResult(labels, centroids, sizes)
+
+
+@dataclass(frozen=True, eq=False)
+class ClusterOrder:
+    """Tokens of each group sorted by cluster, clusters in a chosen order.
+
+    Attributes:
+        perm: int64 ``[G, S]``: position ``p`` of the sorted order holds token ``perm[g, p]``.
+        labels: int64 ``[G, S]``: the cluster at each sorted position (each cluster's
+            positions are one contiguous range).
+        sizes: int64 ``[G, C]``: tokens per cluster.
+    """
+
+    perm: torch.Tensor
+    labels: torch.Tensor
+    sizes: torch.Tensor
+
+    @staticmethod
+    def of(result: KMeansResult, rank: torch.Tensor | None = None) -> ClusterOrder:
+        """Clusters by id, or by ``rank`` (int64 ``[G, C]``, a permutation of ``0..C-1``
+        per group: the place of each cluster in the sorted order)."""
+        keys = result.labels if rank is None else rank.gather(1, result.labels)
+        # Stable: inside a cluster tokens keep their original (frame-major) order.
+        perm = torch.sort(keys, dim=-1, stable=True).indices
+        return ClusterOrder(perm, result.labels.gather(1, perm), result.sizes)
+
+
+def key_cluster_rank(kept: torch.Tensor, q_sizes: torch.Tensor) -> torch.Tensor:
+    """int64 ``[G, Ck]``: an order of the key clusters in which those kept by the same query
+    clusters tend to be neighbours, so that fewer key blocks straddle a kept and a dropped
+    cluster.
+
+    Key clusters are grouped by their *owner*, the largest query cluster (by tokens) that
+    keeps them, and ordered within a group by how many query clusters keep them, most first.
+    Any order is exact (pairs are kept whatever their place); this one only lowers the block
+    density (see `cluster_block_mask`).
+    """
+    q_clusters = kept.shape[1]
+    owner = (kept * q_sizes[:, :, None].float()).argmax(1)
+    # Owners apart by more than any count: one group after another, larger counts first.
+    value = kept.sum(1) - owner * (q_clusters + 1)
+    order = torch.sort(value, dim=-1, descending=True, stable=True).indices
+    places = torch.arange(order.shape[-1], device=order.device).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order, places)
+
+
+def cluster_probabilities(
+    q_centroids: torch.Tensor, k_centroids: torch.Tensor, k_sizes: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """fp32 ``[G, Cq, Ck]``: each query centroid's estimated attention over the key clusters.
+
+    The softmax of the centroids' scaled dot products, each key cluster weighted by its size
+    (as if all of its keys were its centroid); an empty key cluster gets 0.
+    """
+    scores = torch.bmm(q_centroids.float(), k_centroids.float().transpose(1, 2)) * scale
+    weights = k_sizes.float()[:, None, :]
+    # Empty clusters are left out of the max: their centroid may be stale.
+    top = torch.where(weights > 0, scores, float("-inf")).amax(-1, keepdim=True)
+    weighted = weights * torch.exp(scores - top)
+    return weighted / weighted.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def cluster_map(probabilities: torch.Tensor, top_p: float, min_keep: int = 0) -> torch.Tensor:
+    """bool ``[G, Cq, Ck]``: per query cluster, the fewest key clusters, largest estimated
+    attention first, whose attention adds up to ``top_p`` of the row, and at least the
+    ``min_keep`` largest. ``top_p >= 1`` keeps every pair.
+    """
+    if top_p >= 1.0:
+        return torch.ones_like(probabilities, dtype=torch.bool)
+    ranked, order = torch.sort(probabilities, dim=-1, descending=True, stable=True)
+    # A key cluster is kept while the ones ranked above it cover less than top_p.
+    before = ranked.cumsum(-1) - ranked
+    keep = before < top_p
+    if min_keep > 0:
+        keep[..., :min_keep] = True
+    return torch.zeros_like(keep).scatter_(-1, order, keep)
+
+
+def _block_membership(labels: torch.Tensor, clusters: int, block: int) -> torch.Tensor:
+    """``[G, n_blocks, C]`` (0/1, fp32): which clusters have a token in each block of the
+    sorted order (``labels`` ``[G, S]``: the cluster at each sorted position)."""
+    groups, seq_len = labels.shape
+    blocks = num_blocks(seq_len, block)
+    block_of = torch.arange(seq_len, device=labels.device) // block
+    member = torch.zeros(groups, blocks * clusters, device=labels.device)
+    member.scatter_(1, block_of * clusters + labels, 1.0)
+    return member.view(groups, blocks, clusters)
+
+
+def cluster_block_mask(
+    kept: torch.Tensor, q_labels: torch.Tensor, k_labels: torch.Tensor, block_q: int, block_k: int
+) -> torch.Tensor:
+    """bool ``[G, nq, nk]``: the blocks of the sorted orders that hold a kept pair.
+
+    ``kept`` (``[G, Cq, Ck]``, `cluster_map`) in the query and key orders whose labels at
+    each sorted position are ``q_labels`` and ``k_labels`` (``[G, S]``): query block ``i`` x key block ``j`` is
+    computed when a query cluster with a token in block ``i`` keeps a key cluster with a token
+    in block ``j``. Two products of 0/1 matrices (counts of such pairs).
+    """
+    q_member = _block_membership(q_labels, kept.shape[1], block_q)
+    k_member = _block_membership(k_labels, kept.shape[2], block_k)
+    # bf16 counts of non-negative terms are > 0 exactly when some term is (no cancellation).
+    dtype = torch.bfloat16 if kept.is_cuda else torch.float32
+    rows = torch.bmm(q_member.to(dtype), kept.to(dtype))
+    return torch.bmm(rows, k_member.to(dtype).transpose(1, 2)) > 0
+
+
+def block_lists(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block mask ``bool[..., nk]`` as `BlockPlan` lists without a sync: int32 ``[..., nk]``
+    kept blocks first, ascending (the rest is padding), and int32 counts ``[...]``."""
+    nk = mask.shape[-1]
+    position = torch.where(mask, mask.cumsum(-1, dtype=torch.int32) - 1, nk)
+    columns = torch.arange(nk, dtype=torch.int32, device=mask.device).expand_as(mask)
+    lists = torch.zeros(*mask.shape[:-1], nk + 1, dtype=torch.int32, device=mask.device)
+    lists.scatter_(-1, position.long(), columns)
+    return lists[..., :nk], mask.sum(-1, dtype=torch.int32)
+
+
+def cluster_plan(
+    kept: torch.Tensor,
+    q_order: ClusterOrder,
+    k_order: ClusterOrder,
+    batch: int,
+    block_q: int,
+    block_k: int,
+) -> BlockPlan:
+    """The `BlockPlan` (``[B, H]``, no ``perm``) of `cluster_block_mask`, for q permuted by
+    ``q_order`` and k, v by ``k_order``."""
+    mask = cluster_block_mask(kept, q_order.labels, k_order.labels, block_q, block_k)
+    groups, nq, nk = mask.shape
+    lists, counts = block_lists(mask.view(batch, groups // batch, nq, nk))
+    return BlockPlan(lists, counts, block_q, block_k, q_order.labels.shape[1])
+
+
+def cluster_density(
+    kept: torch.Tensor, q_sizes: torch.Tensor, k_sizes: torch.Tensor
+) -> torch.Tensor:
+    """fp32 ``[G]``: share of token pairs in kept cluster pairs (before rounding to blocks)."""
+    pairs = q_sizes.float()[:, :, None] * k_sizes.float()[:, None, :]
+    return (pairs * kept).sum((1, 2)) / pairs.sum((1, 2))
