@@ -2,22 +2,44 @@
 
 After Yang et al., "Sparse VideoGen2: Accelerate Video Generation with Sparse Attention via
 Semantic-Aware Permutation" (arXiv 2505.18875; code: svg-project/Sparse-VideoGen, the
-``SAP`` pattern: ``WanAttn_SAPAttn_Processor`` in ``svg/models/wan/attention.py``,
-``batch_kmeans_Euclid`` and ``identify_dynamic_map`` in ``svg/kmeans_utils.py``). At every
-sparse step and layer, for each (batch element, head):
+``SAP`` pattern, read at commit 5ce7b01: ``WanAttn_SAPAttn_Processor`` in
+``svg/models/wan/attention.py``, ``batch_kmeans_Euclid`` and ``identify_dynamic_map`` in
+``svg/kmeans_utils.py``). At every sparse step and layer, for each (batch element, head):
 
 1. k-means (Euclidean) over the query vectors and, separately, over the key vectors, started
    from the centroids this layer and guidance branch ended the previous sparse step with
    (``kmeans_iter_step`` iterations), or, at the first one, from randomly drawn tokens
    (``kmeans_iter_init`` iterations);
 2. tokens sorted by cluster, queries by their clustering and keys and values by theirs, so
-   that every cluster is a contiguous range;
-3. each query cluster's estimated attention over the key clusters (softmax of centroid dot
-   products, each key cluster weighted by its size) is ranked, and key clusters are kept in
-   descending order until they cover ``top_p`` of it, at least ``min_kc_ratio`` of them;
-4. our block-sparse kernel computes the kept pairs' blocks of the sorted order (a block that
-   straddles clusters keeps the union of its clusters' pairs), and the output is put back in
-   the original order.
+   that every cluster is a contiguous range (q, k and v gathered in torch, the output
+   scattered back: our kernel's ``BlockPlan.perm`` is one permutation for q and k alike);
+3. each query cluster's estimated attention over the key clusters: the softmax of its
+   centroid's scaled dot products with the key centroids, each key cluster weighted by its
+   size (official: ``identify_dynamic_map``);
+4. the kept blocks of the sorted orders, by ``selection``:
+
+   - ``"blocks"`` (default): the estimate spread over blocks (a query block's rows are its
+     clusters' rows, a key cluster's share is split evenly over its tokens), then per query
+     block the fewest key blocks, most first, covering ``top_p`` of it (at least
+     ``min_kc_ratio`` of the key blocks);
+   - ``"clusters"``: the official rule, per query cluster the fewest key clusters covering
+     ``top_p`` (at least ``min_kc_ratio`` of them), then every block that holds a kept pair
+     (a block straddling clusters keeps the union of their pairs);
+
+5. our block-sparse kernel computes those blocks and the output goes back to the original
+   order.
+
+Why ``"blocks"`` by default: at Wan 720p's defaults a key cluster holds ~76 tokens, fewer
+than a 128-token block, so a key block straddles ~2-3 clusters and ``"clusters"`` keeps it
+when any of them is kept: its block density is well above the kept pairs' (on structured
+inputs, ``benchmarks/probes/svg2_selection-cpu.json``: 0.50 of token pairs for a cluster-level
+0.28 at top_p 0.5). ``"blocks"`` applies top-p to the blocks themselves: its density stays
+near the cluster-level one (0.29 there), and at matched density its blocks hold more of the
+exact attention (0.960 against 0.942 of it at a density of 0.49-0.50). Key clusters are
+placed so that those kept by the same query clusters are neighbours (`key_cluster_rank`,
+``order_key_clusters``), which lowers the density of either rule a little at the same
+recall. Blocks of 64 hold more (0.923 against 0.877 at a density of 0.28-0.29) but run
+narrower kernel tiles: to be measured on the GPU (``benchmarks/attention_layer.py``).
 
 Defaults, from the official scripts (``scripts/wan/wan_t2v_720p_sap.sh``, Wan2.1-T2V-14B at
 720p, 50 steps): 300 query / 1000 key clusters (``qc_kmeans``/``kc_kmeans``; 200 / 1000 in
@@ -32,9 +54,9 @@ official processor keeps one set per layer, which the conditional and unconditio
 of a CFG step overwrite in turn) and per layout (a new resolution starts over); k-means runs
 a fixed number of iterations (the official one also stops at a centroid shift below 1e-4,
 which syncs with the device at every iteration); the first centroids are drawn from a seeded
-CPU generator; batch > 1 is supported (the official one asserts batch 1); and the kept pairs
-are rounded up to whole blocks of ``block_size`` tokens, since our kernel computes blocks
-(the official kernel takes ranges of any size).
+CPU generator; batch > 1 is supported (the official one asserts batch 1); and the selection is
+made on whole blocks of ``block_size`` tokens, since our kernel computes blocks (the
+official kernel takes ranges of any size).
 """
 
 from __future__ import annotations
@@ -54,16 +76,19 @@ from .svg import _check_qkv
 from .svg2_clusters import (
     ClusterOrder,
     KMeansResult,
+    block_probabilities,
+    cluster_block_mask,
     cluster_density,
     cluster_map,
-    cluster_plan,
     cluster_probabilities,
     initial_centroids,
     key_cluster_rank,
     kmeans,
+    mask_plan,
 )
 
 _MIN_BLOCK = 16
+_SELECTIONS = ("blocks", "clusters")
 # Short sequences get smaller blocks, so that they have at least this many to choose from.
 _MIN_BLOCKS_PER_SEQUENCE = 16
 
@@ -104,17 +129,19 @@ class SparseVideoGen2(SparseMethod):
         dense_layers: leading layers run dense, default 0.03 (``first_layers_fp``).
         q_clusters: query clusters per head, default 300 (at most the sequence length).
         k_clusters: key clusters per head, default 1000 (at most the sequence length).
-        top_p: share of each query cluster's estimated attention its kept key clusters cover,
-            in (0, 1], default 0.9; 1 keeps every pair (dense, in a permuted order).
-        min_kc_ratio: share of key clusters every query cluster keeps at least, default 0.1.
+        top_p: share of each query block's (``selection="clusters"``: query cluster's)
+            estimated attention its kept key blocks (clusters) cover, in (0, 1], default 0.9;
+            1 keeps every pair (dense, in a permuted order).
+        min_kc_ratio: share of key blocks (clusters) every query block (cluster) keeps at
+            least, default 0.1.
         kmeans_iter_init: k-means iterations of a layer's first clustering, default 50.
         kmeans_iter_step: k-means iterations from the previous step's centroids, default 2.
         zero_step_kmeans_init: also cluster during dense warm-up steps (their output stays
             exact), so that the first sparse step starts warm; default False.
         order_key_clusters: place key clusters kept by the same query clusters next to each
-            other (`key_cluster_rank`) rather than by id, which lowers the block density at a
-            given top_p (on structured inputs at top_p 0.5, blocks of 128: 0.59 to 0.48 of
-            token pairs for a cluster-level 0.28); default True.
+            other (`key_cluster_rank`) rather than by id; default True.
+        selection: ``"blocks"`` (default) or ``"clusters"``, how kept pairs become blocks
+            (module docstring).
         block_size: query and key block of the plans, a power of two >= 16, default 128.
             Sequences of fewer than 16 such blocks use smaller ones (at least 16 tokens).
         seed: seeds the first centroids (one draw per layer).
@@ -132,6 +159,7 @@ class SparseVideoGen2(SparseMethod):
     kmeans_iter_step: int = 2
     zero_step_kmeans_init: bool = False
     order_key_clusters: bool = True
+    selection: str = "blocks"
     block_size: int = 128
     seed: int = 0
 
@@ -146,6 +174,8 @@ class SparseVideoGen2(SparseMethod):
         for name in ("q_clusters", "k_clusters", "kmeans_iter_init", "kmeans_iter_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.selection not in _SELECTIONS:
+            raise ValueError(f"selection must be one of {_SELECTIONS}, got {self.selection!r}")
         if self.block_size < _MIN_BLOCK or self.block_size & (self.block_size - 1):
             raise ValueError(
                 f"block_size must be a power of two >= {_MIN_BLOCK}, got {self.block_size}"
@@ -206,8 +236,16 @@ class SparseVideoGen2(SparseMethod):
         kept = cluster_map(probabilities, self.top_p, min_keep)
         rank = key_cluster_rank(kept, q_result.sizes) if self.order_key_clusters else None
         q_order, k_order = ClusterOrder.of(q_result), ClusterOrder.of(k_result, rank)
-        block = self.block_for(q_order.labels.shape[1])
-        plan = cluster_plan(kept, q_order, k_order, batch, block, block)
+        seq_len = q_order.labels.shape[1]
+        block = self.block_for(seq_len)
+        if self.selection == "clusters":
+            mask = cluster_block_mask(kept, q_order.labels, k_order.labels, block, block)
+        else:
+            estimate = block_probabilities(
+                probabilities, q_order.labels, k_order.labels, k_result.sizes, block, block
+            )
+            mask = cluster_map(estimate, self.top_p, int(self.min_kc_ratio * estimate.shape[-1]))
+        plan = mask_plan(mask, batch, block, block, seq_len)
         return SVG2Layout(q_result, k_result, q_order, k_order, kept, plan)
 
     # --- attention -------------------------------------------------------------------------

@@ -178,15 +178,17 @@ def cluster_map(probabilities: torch.Tensor, top_p: float, min_keep: int = 0) ->
     return torch.zeros_like(keep).scatter_(-1, order, keep)
 
 
-def _block_membership(labels: torch.Tensor, clusters: int, block: int) -> torch.Tensor:
-    """``[G, n_blocks, C]`` (0/1, fp32): which clusters have a token in each block of the
-    sorted order (``labels`` ``[G, S]``: the cluster at each sorted position)."""
+def block_counts(labels: torch.Tensor, clusters: int, block: int) -> torch.Tensor:
+    """fp32 ``[G, n_blocks, C]``: how many tokens of each cluster each block of the sorted
+    order holds (``labels`` ``[G, S]``: the cluster at each sorted position)."""
     groups, seq_len = labels.shape
     blocks = num_blocks(seq_len, block)
     block_of = torch.arange(seq_len, device=labels.device) // block
-    member = torch.zeros(groups, blocks * clusters, device=labels.device)
-    member.scatter_(1, block_of * clusters + labels, 1.0)
-    return member.view(groups, blocks, clusters)
+    counts = torch.zeros(groups, blocks * clusters, device=labels.device)
+    counts.scatter_add_(
+        1, block_of * clusters + labels, torch.ones_like(labels, dtype=counts.dtype)
+    )
+    return counts.view(groups, blocks, clusters)
 
 
 def cluster_block_mask(
@@ -195,16 +197,37 @@ def cluster_block_mask(
     """bool ``[G, nq, nk]``: the blocks of the sorted orders that hold a kept pair.
 
     ``kept`` (``[G, Cq, Ck]``, `cluster_map`) in the query and key orders whose labels at
-    each sorted position are ``q_labels`` and ``k_labels`` (``[G, S]``): query block ``i`` x key block ``j`` is
-    computed when a query cluster with a token in block ``i`` keeps a key cluster with a token
-    in block ``j``. Two products of 0/1 matrices (counts of such pairs).
+    each sorted position are ``q_labels`` and ``k_labels`` (``[G, S]``): query block ``i`` x
+    key block ``j`` is computed when a query cluster with a token in block ``i`` keeps a key
+    cluster with a token in block ``j``. Two products of 0/1 matrices (counts of such pairs).
     """
-    q_member = _block_membership(q_labels, kept.shape[1], block_q)
-    k_member = _block_membership(k_labels, kept.shape[2], block_k)
+    q_member = block_counts(q_labels, kept.shape[1], block_q) > 0
+    k_member = block_counts(k_labels, kept.shape[2], block_k) > 0
     # bf16 counts of non-negative terms are > 0 exactly when some term is (no cancellation).
     dtype = torch.bfloat16 if kept.is_cuda else torch.float32
     rows = torch.bmm(q_member.to(dtype), kept.to(dtype))
     return torch.bmm(rows, k_member.to(dtype).transpose(1, 2)) > 0
+
+
+def block_probabilities(
+    probabilities: torch.Tensor,
+    q_labels: torch.Tensor,
+    k_labels: torch.Tensor,
+    k_sizes: torch.Tensor,
+    block_q: int,
+    block_k: int,
+) -> torch.Tensor:
+    """fp32 ``[G, nq, nk]``: the cluster estimate (`cluster_probabilities`, ``[G, Cq, Ck]``)
+    per block of the sorted orders: each query block's rows, and each key cluster's share
+    spread evenly over its tokens. Each row sums to 1 (the mean over the block's queries)."""
+    q_counts = block_counts(q_labels, probabilities.shape[1], block_q)
+    k_share = (
+        block_counts(k_labels, probabilities.shape[2], block_k)
+        / k_sizes.clamp_min(1)[:, None, :].float()
+    )
+    rows = torch.bmm(q_counts, probabilities.float())
+    mass = torch.bmm(rows, k_share.transpose(1, 2))
+    return mass / mass.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
 
 
 def block_lists(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,20 +241,13 @@ def block_lists(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return lists[..., :nk], mask.sum(-1, dtype=torch.int32)
 
 
-def cluster_plan(
-    kept: torch.Tensor,
-    q_order: ClusterOrder,
-    k_order: ClusterOrder,
-    batch: int,
-    block_q: int,
-    block_k: int,
+def mask_plan(
+    mask: torch.Tensor, batch: int, block_q: int, block_k: int, seq_len: int
 ) -> BlockPlan:
-    """The `BlockPlan` (``[B, H]``, no ``perm``) of `cluster_block_mask`, for q permuted by
-    ``q_order`` and k, v by ``k_order``."""
-    mask = cluster_block_mask(kept, q_order.labels, k_order.labels, block_q, block_k)
+    """The `BlockPlan` (``[B, H]``, no ``perm``) of a block mask ``bool[B * H, nq, nk]``."""
     groups, nq, nk = mask.shape
     lists, counts = block_lists(mask.view(batch, groups // batch, nq, nk))
-    return BlockPlan(lists, counts, block_q, block_k, q_order.labels.shape[1])
+    return BlockPlan(lists, counts, block_q, block_k, seq_len)
 
 
 def cluster_density(

@@ -24,6 +24,11 @@ def call_for(layout, cache, step=0, layer=0, branch="cond"):
     return AttentionCall(layout, layer, 4, step, 10, branch, cache)
 
 
+def random_qkv(layout, seed, batch=1, heads=2, dim=16):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, heads, layout.seq_len, dim, generator=g) for _ in range(3)]
+
+
 def sparse(**options):
     return SparseVideoGen2(dense_steps=0, dense_layers=0, **options)
 
@@ -38,6 +43,18 @@ def given_clusters(groups, seq_len, clusters, dim, seed):
     return KMeansResult(labels, centroids, sizes)
 
 
+def reference_top_p(row, top_p, min_keep):
+    """Indices of float64 ``row`` kept, largest first until they cover ``top_p`` (and at
+    least ``min_keep`` of them), ties by index."""
+    kept, covered = [], 0.0
+    for rank, j in enumerate(sorted(range(len(row)), key=lambda j: (-row[j].item(), j))):
+        if covered >= top_p and rank >= min_keep:
+            break
+        kept.append(j)
+        covered += row[j].item()
+    return kept
+
+
 def reference_kept(q, k, top_p, min_keep):
     """bool [G, Cq, Ck] in float64, one query cluster at a time."""
     groups, q_clusters, _ = q.centroids.shape
@@ -46,14 +63,7 @@ def reference_kept(q, k, top_p, min_keep):
         for c in range(q_clusters):
             scores = k.centroids[g].double() @ q.centroids[g, c].double() * SCALE
             weights = k.sizes[g].double() * torch.exp(scores - scores.max())
-            probs = weights / weights.sum()
-            order = sorted(range(len(probs)), key=lambda j: (-probs[j].item(), j))
-            covered = 0.0
-            for rank, j in enumerate(order):
-                if covered >= top_p and rank >= min_keep:
-                    break
-                kept[g, c, j] = True
-                covered += probs[j].item()
+            kept[g, c, reference_top_p(weights / weights.sum(), top_p, min_keep)] = True
     return kept
 
 
@@ -91,7 +101,7 @@ def test_plan_from_given_centroids_equals_a_float64_reference(order_keys, top_p,
     batch, heads, seq_len = 2, 3, 150  # 150 tokens: a ragged last block of 16
     q = given_clusters(batch * heads, seq_len, 7, 8, seed=1)
     k = given_clusters(batch * heads, seq_len, 11, 8, seed=2)
-    method = sparse(top_p=top_p, min_kc_ratio=min_kc_ratio, block_size=16)
+    method = sparse(top_p=top_p, min_kc_ratio=min_kc_ratio, block_size=16, selection="clusters")
     method.order_key_clusters = order_keys
     layout = method.arrange(q, k, batch, SCALE)
     expected_kept = reference_kept(q, k, top_p, int(min_kc_ratio * 11))
@@ -111,6 +121,44 @@ def test_plan_from_given_centroids_equals_a_float64_reference(order_keys, top_p,
     assert 0 < plan.density < 1
 
 
+def reference_block_selection(q, k, q_perm, k_perm, top_p, min_keep, block):
+    """bool [G, nq, nk] in float64: the cluster estimate summed token by token over each
+    (query block, key block), a key cluster's share split evenly over its tokens, then the
+    fewest key blocks per query block covering top_p of the row."""
+    groups, seq_len = q_perm.shape
+    blocks = -(-seq_len // block)
+    mask = torch.zeros(groups, blocks, blocks, dtype=torch.bool)
+    for g in range(groups):
+        scores = q.centroids[g].double() @ k.centroids[g].double().T * SCALE
+        weights = k.sizes[g].double() * torch.exp(scores - scores.amax(-1, keepdim=True))
+        probs = weights / weights.sum(-1, keepdim=True)
+        per_token = probs / k.sizes[g].double()  # [Cq, Ck]: one key token of each cluster
+        q_of = q.labels[g][q_perm[g]]
+        k_of = k.labels[g][k_perm[g]]
+        mass = torch.zeros(blocks, blocks, dtype=torch.float64)
+        for p in range(seq_len):
+            for r in range(seq_len):
+                mass[p // block, r // block] += per_token[q_of[p], k_of[r]]
+        for i in range(blocks):
+            mask[g, i, reference_top_p(mass[i] / mass[i].sum(), top_p, min_keep)] = True
+    return mask
+
+
+@pytest.mark.parametrize(("top_p", "min_kc_ratio"), [(0.4, 0.0), (0.8, 0.3)])
+def test_block_selection_equals_a_float64_reference(top_p, min_kc_ratio):
+    batch, heads, seq_len = 2, 2, 120  # blocks of 16, the last one ragged
+    q = given_clusters(batch * heads, seq_len, 6, 8, seed=11)
+    k = given_clusters(batch * heads, seq_len, 13, 8, seed=12)
+    method = sparse(top_p=top_p, min_kc_ratio=min_kc_ratio, block_size=16)
+    assert method.selection == "blocks"  # the default
+    layout = method.arrange(q, k, batch, SCALE)
+    expected = reference_block_selection(
+        q, k, layout.q_order.perm, layout.k_order.perm, top_p, int(min_kc_ratio * 8), 16
+    )
+    assert torch.equal(layout.plan.to_block_mask().view(4, 8, 8), expected)
+    assert 0 < layout.plan.density < 1
+
+
 def test_key_cluster_order_lowers_block_density_on_clustered_keys():
     # Keys and queries in 6 well separated groups; each query cluster keeps its group's keys.
     g = torch.Generator().manual_seed(0)
@@ -118,8 +166,9 @@ def test_key_cluster_order_lowers_block_density_on_clustered_keys():
     x = centers[torch.randint(6, (1, 960), generator=g)] + torch.randn(1, 960, 16, generator=g)
     q = kmeans(x, x[:, torch.arange(0, 960, 160)], 10)
     k = kmeans(x, x[:, torch.arange(0, 960, 40)], 10)
-    by_id = sparse(top_p=0.5, min_kc_ratio=0, block_size=32, order_key_clusters=False)
-    ordered = sparse(top_p=0.5, min_kc_ratio=0, block_size=32)
+    options = dict(top_p=0.5, min_kc_ratio=0, block_size=32, selection="clusters")
+    by_id = sparse(order_key_clusters=False, **options)
+    ordered = sparse(**options)
     scale = 16**-0.5
     kept = by_id.arrange(q, k, 1, scale).kept
     assert torch.equal(ordered.arrange(q, k, 1, scale).kept, kept)
@@ -199,8 +248,7 @@ def test_kmeans_equals_a_loop_reference(chunk, monkeypatch):
 
 def test_top_p_one_equals_dense_attention():
     layout = TokenLayout(3, 6, 8)
-    g = torch.Generator().manual_seed(7)
-    q, k, v = (torch.randn(2, 3, layout.seq_len, 16, generator=g) for _ in range(3))
+    q, k, v = random_qkv(layout, 7, batch=2, heads=3)
     call = call_for(layout, {})
     out = sparse(top_p=1.0, q_clusters=10, k_clusters=20, block_size=16).attend(q, k, v, call)
     assert call.info["density"] == pytest.approx(1.0)
@@ -209,8 +257,7 @@ def test_top_p_one_equals_dense_attention():
 
 def test_sparse_output_equals_masked_attention_in_the_original_order():
     layout = TokenLayout(4, 6, 8)
-    g = torch.Generator().manual_seed(8)
-    q, k, v = (torch.randn(1, 2, layout.seq_len, 16, generator=g) for _ in range(3))
+    q, k, v = random_qkv(layout, 8)
     method = sparse(top_p=0.5, q_clusters=6, k_clusters=12, block_size=16)
     call = call_for(layout, {})
     out = method.attend(q, k, v, call)
@@ -229,8 +276,7 @@ def test_sparse_output_equals_masked_attention_in_the_original_order():
 
 def test_centroids_warm_start_per_layer_and_branch_until_reset_or_new_layout():
     layout = TokenLayout(3, 4, 8)
-    g = torch.Generator().manual_seed(9)
-    q, k, v = (torch.randn(1, 2, layout.seq_len, 16, generator=g) for _ in range(3))
+    q, k, v = random_qkv(layout, 9)
     method = sparse(q_clusters=5, k_clusters=9, kmeans_iter_init=4, kmeans_iter_step=1)
     cache = {}
     kinds = []
@@ -253,7 +299,7 @@ def test_centroids_warm_start_per_layer_and_branch_until_reset_or_new_layout():
     method.attend(q, k, v, call)
     assert call.info["kind"] == "svg2-init"
     bigger = TokenLayout(4, 4, 8)
-    q2, k2, v2 = (torch.randn(1, 2, bigger.seq_len, 16, generator=g) for _ in range(3))
+    q2, k2, v2 = random_qkv(bigger, 19)
     call = call_for(bigger, cache, 4, 0)
     method.attend(q2, k2, v2, call)
     assert call.info["kind"] == "svg2-init"
@@ -261,8 +307,7 @@ def test_centroids_warm_start_per_layer_and_branch_until_reset_or_new_layout():
 
 def test_zero_step_init_clusters_during_warm_up():
     layout = TokenLayout(3, 4, 8)
-    g = torch.Generator().manual_seed(10)
-    q, k, v = (torch.randn(1, 2, layout.seq_len, 16, generator=g) for _ in range(3))
+    q, k, v = random_qkv(layout, 10)
     method = SparseVideoGen2(dense_steps=1, dense_layers=0, q_clusters=4, k_clusters=8)
     cache = {}
     warm = call_for(layout, cache, 0)
@@ -290,7 +335,9 @@ def test_defaults_and_validation():
         False,
     )
     assert method.block_for(32_760) == 128 and method.block_for(192) == 16
-    for bad in (dict(top_p=0.0), dict(top_p=1.5), dict(min_kc_ratio=-0.1), dict(q_clusters=0)):
+    assert (method.selection, method.order_key_clusters) == ("blocks", True)
+    bad_options = (dict(top_p=0.0), dict(top_p=1.5), dict(min_kc_ratio=-0.1), dict(q_clusters=0))
+    for bad in (*bad_options, dict(selection="ranges")):
         with pytest.raises(ValueError):
             SparseVideoGen2(**bad)
     with pytest.raises(ValueError, match="power of two"):
