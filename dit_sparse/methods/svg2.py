@@ -214,8 +214,10 @@ class SparseVideoGen2(SparseMethod):
         qx, kx = q.reshape(-1, seq_len, dim), k.reshape(-1, seq_len, dim)
         if state is None or state.key != key:
             generator = torch.Generator().manual_seed(self.seed + 10_007 * call.layer)
-            q_start = initial_centroids(qx, q_clusters, generator)
-            k_start = initial_centroids(kx, k_clusters, generator)
+            part = call.heads
+            split = None if part is None else (part.offset, part.local, part.total)
+            q_start = initial_centroids(qx, q_clusters, generator, split)
+            k_start = initial_centroids(kx, k_clusters, generator, split)
             iterations, kind = self.kmeans_iter_init, "svg2-init"
         else:
             q_start, k_start = state.q_centroids, state.k_centroids

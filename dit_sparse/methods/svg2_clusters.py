@@ -45,13 +45,23 @@ class KMeansResult:
     sizes: torch.Tensor
 
 
-def initial_centroids(x: torch.Tensor, clusters: int, generator: torch.Generator) -> torch.Tensor:
+def initial_centroids(
+    x: torch.Tensor,
+    clusters: int,
+    generator: torch.Generator,
+    heads: tuple[int, int, int] | None = None,
+) -> torch.Tensor:
     """fp32 ``[G, C, D]``: ``C`` of each group's vectors ``x`` (``[G, S, D]``), drawn at random.
 
     Drawn on the CPU from ``generator``, so one seed picks the same vectors on every device.
+    ``heads`` = ``(offset, local, total)`` says that the groups are ``B`` batch elements of
+    ``local`` heads out of ``total`` starting at ``offset`` (Ulysses): the draw is made for all
+    ``total`` heads and sliced, so every head draws the same tokens however heads are split.
     """
     groups, seq_len, dim = x.shape
-    index = torch.randint(seq_len, (groups, clusters), generator=generator).to(x.device)
+    offset, local, total = (0, groups, groups) if heads is None else heads
+    index = torch.randint(seq_len, (groups // local, total, clusters), generator=generator)
+    index = index[:, offset : offset + local].reshape(groups, clusters).to(x.device)
     return x.gather(1, index[..., None].expand(-1, -1, dim)).float()
 
 

@@ -14,6 +14,7 @@ from dit_sparse.methods.svg2_clusters import (
     KMeansResult,
     cluster_map,
     cluster_probabilities,
+    initial_centroids,
     kmeans,
 )
 
@@ -246,6 +247,15 @@ def test_kmeans_equals_a_loop_reference(chunk, monkeypatch):
     assert (result.sizes[:, 11] == 0).all() and (result.centroids[:, 11] == 100.0).all()
 
 
+def test_initial_centroids_of_a_head_do_not_depend_on_the_head_split():
+    x = torch.randn(2, 4, 50, 8)  # batch 2, 4 heads
+    full = initial_centroids(x.reshape(8, 50, 8), 5, torch.Generator().manual_seed(3))
+    half = initial_centroids(
+        x[:, 2:].reshape(4, 50, 8), 5, torch.Generator().manual_seed(3), heads=(2, 2, 4)
+    )
+    assert torch.equal(half, full.view(2, 4, 5, 8)[:, 2:].reshape(4, 5, 8))
+
+
 def test_top_p_one_equals_dense_attention():
     layout = TokenLayout(3, 6, 8)
     q, k, v = random_qkv(layout, 7, batch=2, heads=3)
@@ -361,7 +371,9 @@ def test_tiny_wan_generates_with_svg2_and_guidance(tiny_wan):
     with dit_sparse.attached(tiny_wan, "svg2", **options) as handle:
         video = run_pipe(tiny_wan, steps=3, frames=17, height=64, width=64)
         records = handle.records()
+        report = handle.report()
     assert torch.isfinite(video).all() and video.shape == dense.shape
+    assert "svg2" in report and handle.summary()["mean_density"] < 1
     assert (video - dense).abs().max() > 1e-4
     assert {r["kind"] for r in records if r["step"] == 0} == {"dense"}
     for branch in ("cond", "uncond"):  # centroids per branch: each starts once per layer
