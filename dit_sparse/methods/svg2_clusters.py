@@ -4,17 +4,18 @@ Every function works on all (batch, head) pairs at once, flattened to one leadin
 ``G = B * H``; nothing loops over heads. The steps, in the order `SparseVideoGen2` runs them:
 
 1. `kmeans`: Lloyd iterations over the query (or key) vectors of each head, warm-started from
-   given centroids; the distance matrix is built in chunks of tokens, so its memory stays
-   bounded (`_CHUNK_ELEMENTS`) at 720p, where it would be ``[40, 75,600, 1,000]``;
-2. `ClusterOrder`: tokens sorted by cluster (stable, so a cluster keeps its tokens' original
-   order), with each cluster's size;
-3. `cluster_map`: which (query cluster, key cluster) pairs are kept. Each query cluster's row
-   of estimated attention, the softmax of its centroid's scores against the key centroids
-   weighted by the key clusters' sizes, is sorted in descending order and kept until it covers
-   ``top_p`` (at least ``min_keep`` key clusters per row);
-4. `cluster_block_mask`: the kept pairs as blocks of the permuted order. A query block x key
-   block is computed when any kept pair has a token in both; blocks that straddle clusters
-   keep the union of their clusters' pairs, so every kept pair is computed in full.
+   given centroids; each iteration is one pass over the tokens in chunks, so the distance
+   matrix, ``[40, 75,600, 1,000]`` at 720p, is never whole (`_CHUNK_ELEMENTS`);
+2. `cluster_probabilities`: each query centroid's estimated attention over the key
+   clusters (softmax of scaled centroid dot products, each key cluster weighted by its size);
+3. `cluster_map`: per row of such an estimate, the fewest entries, largest first, covering
+   ``top_p`` of it (at least ``min_keep``): the kept (query cluster, key cluster) pairs;
+4. `ClusterOrder`: tokens sorted by cluster (stable, so a cluster keeps its tokens' original
+   order), key clusters placed by `key_cluster_rank`;
+5. the block mask of the sorted orders, either `cluster_block_mask` (every block holding a
+   kept pair: blocks that straddle clusters keep the union of their pairs) or `cluster_map`
+   over `block_probabilities` (the estimate summed per block, top-p per query block), and
+   `mask_plan`, its `BlockPlan` (built without a device sync).
 """
 
 from __future__ import annotations
@@ -65,51 +66,43 @@ def initial_centroids(
     return x.gather(1, index[..., None].expand(-1, -1, dim)).float()
 
 
-def assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """int64 ``[G, S]``: the nearest (Euclidean) of ``centroids`` (``[G, C, D]``) to each
-    vector of ``x`` (``[G, S, D]``), in chunks of tokens; computed in ``x``'s dtype."""
-    groups, seq_len, _ = x.shape
+def lloyd_step(x: torch.Tensor, centroids: torch.Tensor) -> KMeansResult:
+    """One Lloyd iteration over ``x`` ``[G, S, D]``: each vector's nearest (Euclidean) of
+    ``centroids`` (``[G, C, D]``), then each cluster's mean (an empty cluster keeps its
+    centroid). One pass over ``x`` in chunks of tokens (`_CHUNK_ELEMENTS` distances each):
+    distances in ``x``'s dtype, sums in fp32."""
+    groups, seq_len, dim = x.shape
     clusters = centroids.shape[1]
     # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
     norms = centroids.float().square().sum(-1)[:, None, :].to(x.dtype)
     transposed = centroids.to(x.dtype).transpose(1, 2)
+    first = clusters * torch.arange(groups, device=x.device)[:, None]  # each group's clusters
     chunk = max(1, _CHUNK_ELEMENTS // max(1, groups * clusters))
     labels = torch.empty(groups, seq_len, dtype=torch.long, device=x.device)
+    sums = torch.zeros(groups * clusters, dim, dtype=torch.float32, device=x.device)
     for start in range(0, seq_len, chunk):
         part = x[:, start : start + chunk]
-        distances = torch.baddbmm(norms, part, transposed, alpha=-2.0)
-        labels[:, start : start + chunk] = distances.argmin(-1)
-    return labels
-
-
-def _cluster_sums(
-    x: torch.Tensor, labels: torch.Tensor, clusters: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 ``[G, C, D]`` sums and int64 ``[G, C]`` counts of each cluster's vectors."""
-    groups, seq_len, dim = x.shape
-    flat = (labels + clusters * torch.arange(groups, device=x.device)[:, None]).reshape(-1)
-    sums = torch.zeros(groups * clusters, dim, dtype=torch.float32, device=x.device)
-    sums.index_add_(0, flat, x.reshape(groups * seq_len, dim).float())
-    counts = torch.bincount(flat, minlength=groups * clusters)
-    return sums.view(groups, clusters, dim), counts.view(groups, clusters)
+        nearest = torch.baddbmm(norms, part, transposed, alpha=-2.0).argmin(-1)
+        labels[:, start : start + chunk] = nearest
+        sums.index_add_(0, (nearest + first).reshape(-1), part.reshape(-1, dim).float())
+    sizes = torch.bincount((labels + first).reshape(-1), minlength=groups * clusters)
+    sizes = sizes.view(groups, clusters)
+    means = sums.view(groups, clusters, dim) / sizes.clamp_min(1)[..., None]
+    return KMeansResult(labels, torch.where(sizes[..., None] > 0, means, centroids.float()), sizes)
 
 
 def kmeans(x: torch.Tensor, centroids: torch.Tensor, iterations: int) -> KMeansResult:
-    """``iterations`` (>= 1) Lloyd iterations over ``x`` ``[G, S, D]`` from ``centroids``
-    ``[G, C, D]``: assign each vector to its nearest centroid, move each centroid to its
-    vectors' mean. The labels and sizes are the last assignment's and the centroids their
-    means, so that sizes and centroids describe the same clusters. A fixed number of
-    iterations: no convergence test, which would sync with the device every iteration.
+    """``iterations`` (>= 1) Lloyd iterations (`lloyd_step`) from ``centroids``. The labels and sizes are the
+    last assignment's and the centroids their means, so that sizes and centroids describe the
+    same clusters. A fixed number of iterations: no convergence test, which would sync with
+    the device at every iteration.
     """
     if iterations < 1:
         raise ValueError(f"kmeans needs at least one iteration, got {iterations}")
-    centroids = centroids.float()
-    for _ in range(iterations):
-        labels = assign(x, centroids)
-        sums, sizes = _cluster_sums(x, labels, centroids.shape[1])
-        means = sums / sizes.clamp_min(1)[..., None]
-        centroids = torch.where(sizes[..., None] > 0, means, centroids)
-    return KMeansResult(labels, centroids, sizes)
+    result = lloyd_step(x, centroids)
+    for _ in range(iterations - 1):
+        result = lloyd_step(x, result.centroids)
+    return result
 
 
 @dataclass(frozen=True, eq=False)
