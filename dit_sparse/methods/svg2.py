@@ -103,7 +103,7 @@ class _LayerState:
 
 
 @dataclass(frozen=True, eq=False)
-class SVG2Layout:
+class SVG2Arrangement:
     """What `SparseVideoGen2.arrange` decided for one call: both clusterings, their token
     orders, the kept cluster pairs and the plan over the sorted orders."""
 
@@ -228,7 +228,7 @@ class SparseVideoGen2(SparseMethod):
 
     def arrange(
         self, q_result: KMeansResult, k_result: KMeansResult, batch: int, scale: float
-    ) -> SVG2Layout:
+    ) -> SVG2Arrangement:
         """The token orders, kept cluster pairs and plan for two clusterings of ``batch``
         elements' heads (``scale``: the attention's score scale)."""
         probabilities = cluster_probabilities(
@@ -248,7 +248,7 @@ class SparseVideoGen2(SparseMethod):
             )
             mask = cluster_map(estimate, self.top_p, int(self.min_kc_ratio * estimate.shape[-1]))
         plan = mask_plan(mask, batch, block, block, seq_len)
-        return SVG2Layout(q_result, k_result, q_order, k_order, kept, plan)
+        return SVG2Arrangement(q_result, k_result, q_order, k_order, kept, plan)
 
     # --- attention -------------------------------------------------------------------------
 
@@ -267,21 +267,21 @@ class SparseVideoGen2(SparseMethod):
         batch, heads, seq_len, dim = q.shape
         scale = call.scale if call.scale is not None else dim**-0.5
         q_result, k_result, kind = self.cluster(q, k, call)
-        layout = self.arrange(q_result, k_result, batch, scale)
-        q_perm = layout.q_order.perm.view(batch, heads, seq_len)
-        k_perm = layout.k_order.perm.view(batch, heads, seq_len)
+        arranged = self.arrange(q_result, k_result, batch, scale)
+        q_perm = arranged.q_order.perm.view(batch, heads, seq_len)
+        k_perm = arranged.k_order.perm.view(batch, heads, seq_len)
         out = block_sparse_attention(
             permute_tokens(q, q_perm),
             permute_tokens(k, k_perm),
             permute_tokens(v, k_perm),
-            layout.plan,
+            arranged.plan,
             scale=scale,
         )
         call.info.update(
             kind=kind,
-            density=layout.plan.density_per_head().mean(),
-            cluster_density=layout.cluster_density().mean(),
-            block=layout.plan.block_q,
+            density=arranged.plan.density_per_head().mean(),
+            cluster_density=arranged.cluster_density().mean(),
+            block=arranged.plan.block_q,
         )
         return unpermute_tokens(out, q_perm)
 

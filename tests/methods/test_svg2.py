@@ -104,19 +104,19 @@ def test_plan_from_given_centroids_equals_a_float64_reference(order_keys, top_p,
     k = given_clusters(batch * heads, seq_len, 11, 8, seed=2)
     method = sparse(top_p=top_p, min_kc_ratio=min_kc_ratio, block_size=16, selection="clusters")
     method.order_key_clusters = order_keys
-    layout = method.arrange(q, k, batch, SCALE)
+    arranged = method.arrange(q, k, batch, SCALE)
     expected_kept = reference_kept(q, k, top_p, int(min_kc_ratio * 11))
-    assert torch.equal(layout.kept, expected_kept)
-    for order, result in ((layout.q_order, q), (layout.k_order, k)):
+    assert torch.equal(arranged.kept, expected_kept)
+    for order, result in ((arranged.q_order, q), (arranged.k_order, k)):
         assert torch.equal(order.perm.sort(-1).values, torch.arange(seq_len).expand(6, -1))
         assert torch.equal(order.labels, result.labels.gather(1, order.perm))
         assert contiguous(order, result.labels)
     if not order_keys:  # clusters by id: labels non-decreasing
-        assert (layout.k_order.labels.diff(dim=-1) >= 0).all()
+        assert (arranged.k_order.labels.diff(dim=-1) >= 0).all()
     expected = reference_block_mask(
-        expected_kept, layout.q_order.perm, layout.k_order.perm, q.labels, k.labels, 16
+        expected_kept, arranged.q_order.perm, arranged.k_order.perm, q.labels, k.labels, 16
     )
-    plan = layout.plan
+    plan = arranged.plan
     assert (plan.batch, plan.heads, plan.block_q, plan.block_k) == (batch, heads, 16, 16)
     assert torch.equal(plan.to_block_mask().view(6, 10, 10), expected)
     assert 0 < plan.density < 1
@@ -152,12 +152,12 @@ def test_block_selection_equals_a_float64_reference(top_p, min_kc_ratio):
     k = given_clusters(batch * heads, seq_len, 13, 8, seed=12)
     method = sparse(top_p=top_p, min_kc_ratio=min_kc_ratio, block_size=16)
     assert method.selection == "blocks"  # the default
-    layout = method.arrange(q, k, batch, SCALE)
+    arranged = method.arrange(q, k, batch, SCALE)
     expected = reference_block_selection(
-        q, k, layout.q_order.perm, layout.k_order.perm, top_p, int(min_kc_ratio * 8), 16
+        q, k, arranged.q_order.perm, arranged.k_order.perm, top_p, int(min_kc_ratio * 8), 16
     )
-    assert torch.equal(layout.plan.to_block_mask().view(4, 8, 8), expected)
-    assert 0 < layout.plan.density < 1
+    assert torch.equal(arranged.plan.to_block_mask().view(4, 8, 8), expected)
+    assert 0 < arranged.plan.density < 1
 
 
 def test_key_cluster_order_lowers_block_density_on_clustered_keys():
