@@ -80,12 +80,15 @@ def lloyd_step(x: torch.Tensor, centroids: torch.Tensor) -> KMeansResult:
     chunk = max(1, _CHUNK_ELEMENTS // max(1, groups * clusters))
     labels = torch.empty(groups, seq_len, dtype=torch.long, device=x.device)
     sums = torch.zeros(groups * clusters, dim, dtype=torch.float32, device=x.device)
+    # Counted by index_add_: torch.bincount on CUDA syncs to size its output.
+    sizes = torch.zeros(groups * clusters, dtype=torch.long, device=x.device)
     for start in range(0, seq_len, chunk):
         part = x[:, start : start + chunk]
         nearest = torch.baddbmm(norms, part, transposed, alpha=-2.0).argmin(-1)
         labels[:, start : start + chunk] = nearest
-        sums.index_add_(0, (nearest + first).reshape(-1), part.reshape(-1, dim).float())
-    sizes = torch.bincount((labels + first).reshape(-1), minlength=groups * clusters)
+        index = (nearest + first).reshape(-1)
+        sums.index_add_(0, index, part.reshape(-1, dim).float())
+        sizes.index_add_(0, index, torch.ones_like(index))
     sizes = sizes.view(groups, clusters)
     means = sums.view(groups, clusters, dim) / sizes.clamp_min(1)[..., None]
     return KMeansResult(labels, torch.where(sizes[..., None] > 0, means, centroids.float()), sizes)
