@@ -70,12 +70,14 @@ def lloyd_step(x: torch.Tensor, centroids: torch.Tensor) -> KMeansResult:
     """One Lloyd iteration over ``x`` ``[G, S, D]``: each vector's nearest (Euclidean) of
     ``centroids`` (``[G, C, D]``), then each cluster's mean (an empty cluster keeps its
     centroid). One pass over ``x`` in chunks of tokens (`_CHUNK_ELEMENTS` distances each):
-    distances in ``x``'s dtype, sums in fp32."""
+    distances in ``x``'s dtype (bf16 for fp16), sums in fp32."""
     groups, seq_len, dim = x.shape
     clusters = centroids.shape[1]
-    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
-    norms = centroids.float().square().sum(-1)[:, None, :].to(x.dtype)
-    transposed = centroids.to(x.dtype).transpose(1, 2)
+    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin. fp16's
+    # range could overflow on ||c||^2: fp16 inputs are compared in bf16.
+    compute = torch.bfloat16 if x.dtype == torch.float16 else x.dtype
+    norms = centroids.float().square().sum(-1)[:, None, :].to(compute)
+    transposed = centroids.to(compute).transpose(1, 2)
     first = clusters * torch.arange(groups, device=x.device)[:, None]  # each group's clusters
     chunk = max(1, _CHUNK_ELEMENTS // max(1, groups * clusters))
     labels = torch.empty(groups, seq_len, dtype=torch.long, device=x.device)
@@ -84,7 +86,7 @@ def lloyd_step(x: torch.Tensor, centroids: torch.Tensor) -> KMeansResult:
     sizes = torch.zeros(groups * clusters, dtype=torch.long, device=x.device)
     for start in range(0, seq_len, chunk):
         part = x[:, start : start + chunk]
-        nearest = torch.baddbmm(norms, part, transposed, alpha=-2.0).argmin(-1)
+        nearest = torch.baddbmm(norms, part.to(compute), transposed, alpha=-2.0).argmin(-1)
         labels[:, start : start + chunk] = nearest
         index = (nearest + first).reshape(-1)
         sums.index_add_(0, index, part.reshape(-1, dim).float())

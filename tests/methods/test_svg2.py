@@ -256,6 +256,16 @@ def test_initial_centroids_of_a_head_do_not_depend_on_the_head_split():
     assert torch.equal(half, full.view(2, 4, 5, 8)[:, 2:].reshape(4, 5, 8))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_kmeans_in_half_precision_follows_fp32(dtype):
+    # Norms of ~1,000: squared centroid norms overflow fp16 (max 65,504); compared in bf16.
+    x = torch.randn(2, 300, 16, generator=torch.Generator().manual_seed(13)) * 250
+    start = x[:, :10].clone()
+    half, full = kmeans(x.to(dtype), start, 1), kmeans(x.to(dtype).float(), start, 1)
+    assert torch.isfinite(half.centroids).all()
+    assert (half.labels == full.labels).float().mean() > 0.95  # near ties may flip
+
+
 def test_top_p_one_equals_dense_attention():
     layout = TokenLayout(3, 6, 8)
     q, k, v = random_qkv(layout, 7, batch=2, heads=3)
