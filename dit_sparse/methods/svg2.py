@@ -71,7 +71,7 @@ from ..kernels.reference import permute_tokens, unpermute_tokens
 from ..layout import TokenLayout
 from ..plan import BlockPlan
 from ..utils import warn_once
-from .base import AttentionCall, SparseMethod
+from .base import AttentionCall, SparseMethod, _resolve_count
 from .svg import _check_qkv
 from .svg2_clusters import (
     ClusterOrder,
@@ -136,8 +136,9 @@ class SparseVideoGen2(SparseMethod):
             least, default 0.1.
         kmeans_iter_init: k-means iterations of a layer's first clustering, default 50.
         kmeans_iter_step: k-means iterations from the previous step's centroids, default 2.
-        zero_step_kmeans_init: also cluster during dense warm-up steps (their output stays
-            exact), so that the first sparse step starts warm; default False.
+        zero_step_kmeans_init: also cluster during the dense warm-up steps (their output
+            stays exact) of layers that run sparse later, so that the first sparse step starts
+            warm; default False.
         order_key_clusters: place key clusters kept by the same query clusters next to each
             other (`key_cluster_rank`) rather than by id; default True.
         selection: ``"blocks"`` (default) or ``"clusters"``, how kept pairs become blocks
@@ -255,7 +256,11 @@ class SparseVideoGen2(SparseMethod):
     def attend_dense(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall
     ) -> torch.Tensor | None:
-        if self.zero_step_kmeans_init:
+        # Warm-up steps of layers that run sparse later; dense layers and final steps never use
+        # centroids (the official code clusters at every dense call).
+        warm_up = call.step < _resolve_count(self.dense_steps, call.num_steps)
+        sparse_layer = call.layer >= _resolve_count(self.dense_layers, call.num_layers)
+        if self.zero_step_kmeans_init and warm_up and sparse_layer:
             self.cluster(q, k, call)
             call.info["kind"] = "dense-kmeans"
         return None

@@ -334,8 +334,13 @@ def test_zero_step_init_clusters_during_warm_up():
     assert method.runs_dense(warm) and method.attend_dense(q, k, v, warm) is None
     assert cache == {}  # off by default, as in the official scripts
     method.zero_step_kmeans_init = True
+    method.dense_layers = 1
+    assert method.attend_dense(q, k, v, call_for(layout, cache, 0, layer=0)) is None
+    assert cache == {}  # a dense layer never runs sparse: no centroids to warm
+    warm = call_for(layout, cache, 0, layer=1)
     assert method.attend_dense(q, k, v, warm) is None and warm.info["kind"] == "dense-kmeans"
-    call = call_for(layout, cache, 1)
+    assert ("svg2", 1) in cache
+    call = call_for(layout, cache, 1, layer=1)
     method.attend(q, k, v, call)
     assert call.info["kind"] == "svg2"
 
