@@ -3,6 +3,8 @@
 
     python benchmarks/probes/svg2_gpu_checks.py OUT.json
 
+Without a GPU it runs at `attention_layer.TINY_LAYOUTS` in fp32 (a check of the script).
+
 Checks: with ``top_p=1`` (every block kept, tokens permuted) the output against cuDNN's dense
 attention; at the default top-p the output against the same plan applied by the torch
 reference (`block_sparse_attention_reference`, first two heads) on the permuted tensors, and against dense
@@ -17,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 import torch.nn.functional as F
-from attention_layer import LAYOUTS, make_qkv
+from attention_layer import LAYOUTS, TINY_LAYOUTS, make_qkv
 
 from dit_sparse import BlockPlan
 from dit_sparse.kernels import block_sparse_attention
@@ -37,8 +39,10 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main() -> None:
     out = Path(sys.argv[1])
-    layout, heads, _ = LAYOUTS["480p"]
-    q, k, v = make_qkv("structured", layout, heads, torch.device("cuda"), torch.bfloat16)
+    gpu = torch.cuda.is_available()
+    layout, heads, _ = LAYOUTS["480p"] if gpu else TINY_LAYOUTS["tiny"]
+    device, dtype = ("cuda", torch.bfloat16) if gpu else ("cpu", torch.float32)
+    q, k, v = make_qkv("structured", layout, heads, torch.device(device), dtype)
     dense = F.scaled_dot_product_attention(q, k, v)
     result = {}
     for top_p in (1.0, 0.9, 0.5):
