@@ -1,6 +1,6 @@
 """Per-layer attention time of each method against cuDNN's dense SDPA, at Wan's layouts.
 
-    python benchmarks/attention_layer.py [--methods radial,svg,adaspa] [--out PATH]
+    python benchmarks/attention_layer.py [--methods radial,svg,adaspa,svg2] [--out PATH]
     python benchmarks/attention_layer.py --tiny      # seconds on a CPU: a smoke test
 
 q, k, v are ``[1, H, S, 128]`` (bf16 on the GPU) at the Wan2.1 layouts of 480p x 81 frames
@@ -24,6 +24,9 @@ token permutation) and the rest (sampling and classifying heads), each averaged 
 back-to-back calls; for AdaSpa, ``adaspa_overhead`` splits a search into its dense pass with
 LSE, its block-mass pass (exact and sampled) and its selection, and the search table gives the
 search steps' cost against dense and the search work's share of a 50-step run's attention time.
+For SVG2, ``svg2_overhead`` splits a warm step into k-means, planning, permutation and the
+kernel, and gives the block density its plan rounds the kept cluster pairs up to, by default
+and with the alternatives (key clusters in id order, blocks of 64).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from dit_sparse.kernels import (
     dense_attention_with_lse,
     dense_attention_with_mass,
 )
+from dit_sparse.kernels.reference import permute_tokens, unpermute_tokens
 from dit_sparse.layout import TokenLayout
 from dit_sparse.methods import AttentionCall, SparseMethod, resolve_method
 from dit_sparse.pipelines.registry import layout_for
@@ -239,6 +243,56 @@ def adaspa_overhead(qkv, layout, device) -> dict[str, float]:
     return result
 
 
+def svg2_overhead(qkv, layout, device) -> dict[str, float]:
+    """Where SVG2's time goes at a warm step (centroids from the step before), each a
+    `mean_seconds`: the whole call; k-means of q and k (``kmeans_iter_step`` iterations
+    each); the cluster pairs and plan; the permutation (q, k, v in, O out); the kernel alone
+    on the permuted tensors. Also the plan's block density against the kept cluster pairs'
+    token density, and the kernel time and block density with key clusters in id order and
+    with blocks of 64, the alternatives to the default mapping."""
+    method = resolve_method("svg2", dense_steps=0, dense_layers=0)
+    q, k, v = qkv
+    batch, heads, seq_len, dim = q.shape
+    scale = dim**-0.5
+    cache: dict[Any, Any] = {}
+    call = AttentionCall(layout, 1, 2, 0, NUM_STEPS, "cond", cache)
+    method.attend(q, k, v, call)  # the first clustering, kmeans_iter_init iterations
+    q_result, k_result, _ = method.cluster(q, k, call)
+    arranged = method.arrange(q_result, k_result, batch, scale)
+    q_perm = arranged.q_order.perm.view(batch, heads, seq_len)
+    k_perm = arranged.k_order.perm.view(batch, heads, seq_len)
+    permuted = [permute_tokens(q, q_perm), permute_tokens(k, k_perm), permute_tokens(v, k_perm)]
+
+    def permute_all():
+        out = [permute_tokens(q, q_perm), permute_tokens(k, k_perm), permute_tokens(v, k_perm)]
+        return unpermute_tokens(out[0], q_perm)
+
+    result = {
+        "attend": mean_seconds(lambda: method.attend(q, k, v, call), device),
+        "cluster": mean_seconds(lambda: method.cluster(q, k, call), device),
+        "arrange": mean_seconds(lambda: method.arrange(q_result, k_result, batch, scale), device),
+        "permute": mean_seconds(permute_all, device),
+        "kernel": mean_seconds(lambda: block_sparse_attention(*permuted, arranged.plan), device),
+        "density": arranged.plan.density,
+        "cluster_density": float(arranged.cluster_density().mean()),
+    }
+    variants = {
+        "id_order": dataclasses.replace(method, order_key_clusters=False),
+        "block64": dataclasses.replace(method, block_size=64),
+    }
+    for name, variant in variants.items():
+        other = variant.arrange(q_result, k_result, batch, scale)
+        k_other = other.k_order.perm.view(batch, heads, seq_len)
+        inputs = [permute_tokens(q, q_perm), permute_tokens(k, k_other), permute_tokens(v, k_other)]
+        result[f"kernel_{name}"] = mean_seconds(
+            lambda inputs=inputs, plan=other.plan: block_sparse_attention(*inputs, plan), device
+        )
+        result[f"density_{name}"] = other.plan.density
+    # Clustering, planning and permutation together, against the kernel on the same plan.
+    result["overhead_share"] = 1 - result["kernel"] / result["attend"]
+    return result
+
+
 def bench_layout(name, spec, methods, args, device, dtype) -> dict[str, Any]:
     layout, heads, num_layers = spec
     print(f"{name}: {layout.describe()}, {heads} heads", file=sys.stderr, flush=True)
@@ -278,6 +332,8 @@ def bench_layout(name, spec, methods, args, device, dtype) -> dict[str, Any]:
             cases[-1]["svg_overhead"] = svg_overhead(qkv, layout, device)
         if "adaspa" in methods:
             cases[-1]["adaspa_overhead"] = adaspa_overhead(qkv, layout, device)
+        if "svg2" in methods:
+            cases[-1]["svg2_overhead"] = svg2_overhead(qkv, layout, device)
         del qkv, reference, runs
     return {
         "name": name,
@@ -327,6 +383,26 @@ def overhead_table(layouts: list[dict[str, Any]]) -> str:
     ]
     headers = ["layout", "case", "svg ms", "kernel+perm ms", "kernel ms", "classify ms"]
     return markdown_table([*headers, "profiling+perm share"], rows)
+
+
+def svg2_table(layouts: list[dict[str, Any]]) -> str:
+    keys = ("attend", "cluster", "arrange", "permute", "kernel")
+    rows = [
+        [entry["name"], case["case"]]
+        + [f"{1000 * o[key]:.2f}" for key in keys]
+        + [f"{o['overhead_share']:.1%}", fmt(o["cluster_density"]), fmt(o["density"])]
+        + [f"{fmt(o[f'density_{n}'])} / {1000 * o[f'kernel_{n}']:.2f}" for n in SVG2_VARIANTS]
+        for entry in layouts
+        for case in entry["cases"]
+        if (o := case.get("svg2_overhead"))
+    ]
+    headers = ["layout", "case", "svg2 ms", "k-means ms", "plan ms", "perm ms", "kernel ms"]
+    headers += ["overhead share", "cluster density", "block density"]
+    headers += [f"{n}: density / kernel ms" for n in SVG2_VARIANTS]
+    return markdown_table(headers, rows)
+
+
+SVG2_VARIANTS = ("id_order", "block64")
 
 
 def search_table(layouts: list[dict[str, Any]]) -> str:
@@ -411,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print(overhead_table(results))
     print(search_table(results))
+    print(svg2_table(results))
     return 0
 
 

@@ -1,6 +1,6 @@
 """dit-sparse: sparse attention for video diffusion transformers in diffusers.
 
-handle = dit_sparse.apply(pipe, "radial")   # or dit_sparse.Radial(...), "svg", "adaspa"
+handle = dit_sparse.apply(pipe, "radial")   # or dit_sparse.Radial(...), "svg", "svg2", "adaspa"
 video = pipe(...).frames[0]
 print(handle.report())
 dit_sparse.remove(pipe)
@@ -18,7 +18,12 @@ from .plan import BlockPlan
 
 __version__ = "0.1.0"
 
-_LAZY_METHODS = {"Radial": "radial", "SparseVideoGen": "svg", "AdaSpa": "adaspa"}
+_LAZY_METHODS = {
+    "Radial": "radial",
+    "SparseVideoGen": "svg",
+    "AdaSpa": "adaspa",
+    "SparseVideoGen2": "svg2",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -37,6 +42,7 @@ __all__ = [
     "SparseHandle",
     "SparseMethod",
     "SparseVideoGen",
+    "SparseVideoGen2",
     "TokenLayout",
     "apply",
     "attached",

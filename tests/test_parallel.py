@@ -15,11 +15,13 @@ METHODS = {
     "radial": {"dense_steps": 0, "dense_layers": 0},
     "svg": {"dense_steps": 0, "dense_layers": 0},
     "adaspa": {"dense_steps": 0, "dense_layers": 0},
+    "svg2": {"dense_steps": 0, "dense_layers": 0},
 }
 
 
 def _forward(transformer, latents, text):
-    """Steps 3 and 4 of 5: AdaSpa searches at the first and reuses its plan at the second."""
+    """Steps 3 and 4 of 5: AdaSpa searches at the first and reuses its plan at the second; SVG2
+    clusters from drawn tokens at the first and from its centroids at the second."""
     outputs = []
     for step in (3, 4):
         with transformer.cache_context("cond", step_index=step, num_inference_steps=5):

@@ -14,6 +14,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "radial": ("radial", "Radial"),
     "svg": ("svg", "SparseVideoGen"),
     "adaspa": ("adaspa", "AdaSpa"),
+    "svg2": ("svg2", "SparseVideoGen2"),
 }
 
 

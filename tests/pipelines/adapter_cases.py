@@ -18,7 +18,7 @@ from dit_sparse.kernels import block_sparse_attention
 from dit_sparse.methods import SparseMethod, resolve_method
 from dit_sparse.pipelines.presets import build_preset
 
-SPARSE_METHODS = ("radial", "svg", "adaspa")
+SPARSE_METHODS = ("radial", "svg", "adaspa", "svg2")
 FRAME_METHODS = ("radial", "svg")  # built on frames: they refuse single images
 
 
