@@ -171,7 +171,8 @@ def test_generate_with_a_cache_reports_its_skips(tmp_path, capsys):
 
 def test_bench_runs_cache_alone_sparse_alone_and_both(pipe):
     from dit_sparse.generation import GenerationRequest
-    from dit_sparse.quality.harness import Case, make_settings, run_bench
+    from dit_sparse.quality.harness import Case, make_settings, run_bench, summarize_runs
+    from dit_sparse.quality.report import summary_dict
 
     cache = "FirstBlockCache:threshold=0.2"
     settings = make_settings(["dense", "radial"], {"radial": {"dense_steps": 1}}, None, [cache])
@@ -188,3 +189,10 @@ def test_bench_runs_cache_alone_sparse_alone_and_both(pipe):
         assert 0.0 < runs[label].attention["layers_skipped"] < 1.0
         assert runs[label].metrics.video_psnr < float("inf")  # not the dense video
     assert getattr(pipe.transformer, "_cache_config", None) is None  # disabled after
+    summaries = {s.setting.label: summary_dict(s) for s in summarize_runs(result)}
+    assert summaries["dense"]["cache"] is None and summaries["dense"]["layers_skipped"] == 0.0
+    both = summaries[labels[3]]
+    assert (
+        both["cache"] == cache
+        and both["layers_skipped"] == runs[labels[3]].attention["layers_skipped"]
+    )

@@ -291,6 +291,7 @@ class SettingSummary:
     attention_seconds: float | None
     attention_share: float | None
     mean_density: float | None
+    layers_skipped: float | None  # share of attention layer calls a step cache skipped
     psnr: float | None
     ssim: float | None
     lpips: float | None
@@ -324,6 +325,7 @@ def summarize_runs(result: BenchResult) -> list[SettingSummary]:
                 attention_seconds=_mean([r.attention.get("attention_seconds") for r in ok]),
                 attention_share=_mean([r.attention_share for r in ok]),
                 mean_density=_mean([r.attention.get("mean_density") for r in ok]),
+                layers_skipped=_mean([r.attention.get("layers_skipped") for r in ok]),
                 psnr=_mean([m.video_psnr for m in scored]),
                 ssim=_mean([m.mean_ssim for m in scored]),
                 lpips=_mean([m.mean_lpips for m in scored]),
