@@ -75,7 +75,11 @@ def _compare_compiled(
 
 
 def _compile_blocks(pipe, counter):
-    pipe.transformer.compile_repeated_blocks(backend=counter, fullgraph=True)
+    return _compile_blocks_with(pipe, counter, fullgraph=True)
+
+
+def _compile_blocks_with(pipe, counter, fullgraph: bool):
+    pipe.transformer.compile_repeated_blocks(backend=counter, fullgraph=fullgraph)
 
     def undo():
         for block in pipe.transformer.blocks:
@@ -122,3 +126,32 @@ def test_attention_op_checks_and_falls_back_to_sdpa_without_a_runtime():
     out = ops.attention(*args)
     assert torch.equal(out, torch.nn.functional.scaled_dot_product_attention(q, k, v))
     assert out.stride() == torch.empty_like(q).stride()  # q's layout, as the fake says
+
+
+def test_compiled_blocks_with_a_step_cache(pipe):
+    """A step cache's hooks on the compiled blocks break their graphs where diffusers disables
+    dynamo; dit_sparse adds no break, and the compiled generation skips and computes what the
+    eager one does."""
+    from dit_sparse import caches
+
+    handle = dit_sparse.apply(pipe, "radial", **METHODS["radial"])
+    caches.enable_cache(pipe, "FirstBlockCache:threshold=0.2")
+    try:
+        eager, eager_calls = _latents(pipe, 6), _calls(handle)
+        handle.reset_stats()
+        torch._dynamo.reset()
+        counters.clear()
+        undo = _compile_blocks_with(pipe, CompileCounterWithBackend("aot_eager"), fullgraph=False)
+        try:
+            torch.testing.assert_close(_latents(pipe, 6), eager, rtol=1e-5, atol=1e-5)
+        finally:
+            undo()
+        assert _calls(handle) == eager_calls
+        assert 0.0 < handle.summary()["layers_skipped"] < 1.0
+        # Every break is at a function diffusers' cache hooks run with dynamo disabled.
+        breaks = list(counters["graph_break"])
+        assert breaks and all("torch.compiler.disable()" in reason for reason in breaks), breaks
+    finally:
+        dit_sparse.remove(pipe)
+        caches.disable_cache(pipe)
+        torch._dynamo.reset()
