@@ -155,3 +155,28 @@ def test_compiled_blocks_with_a_step_cache(pipe):
         dit_sparse.remove(pipe)
         caches.disable_cache(pipe)
         torch._dynamo.reset()
+
+
+def test_block_sparse_kernel_is_one_graph_node_under_compile():
+    from dit_sparse import BlockPlan
+    from dit_sparse.kernels import block_sparse_attention
+    from dit_sparse.kernels.block_sparse_attention import _block_sparse_attention_op
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 64, 32, generator=g) for _ in range(3))
+    mask = torch.rand(4, 4, generator=g) < 0.5
+    mask.diagonal().fill_(True)
+    plan = BlockPlan.from_block_mask(mask, 16, 16, 64)
+
+    def attend(q, k, v):
+        return block_sparse_attention(q, k, v, plan, scale=0.2, return_lse=True)
+
+    counter = CompileCounterWithBackend("aot_eager")
+    torch._dynamo.reset()
+    out, lse = torch.compile(attend, backend=counter, fullgraph=True)(q, k, v)
+    expected_out, expected_lse = attend(q, k, v)
+    assert torch.equal(out, expected_out) and torch.equal(lse, expected_lse)
+    assert counter.frame_count == 1
+    args = (q, k, v, plan.kv_indices, plan.kv_counts, None, None, None, 16, 16, 64, 0.2, True)
+    torch.library.opcheck(_block_sparse_attention_op, args)
+    torch._dynamo.reset()
