@@ -261,11 +261,10 @@ class Bench:
             torch.cuda.empty_cache()
 
 
-def bench_model(spec: ModelSpec, methods: list[str], args, device, dtype) -> dict[str, Any]:
-    """Dense, then every method; a failure is recorded (the model's, or one method's) and the
-    rest go on."""
+def model_header(spec: ModelSpec) -> dict[str, Any]:
+    """What a model's result starts with (also printed, as a progress line)."""
     print(f"{spec.name}: {spec.layout.describe()}", file=sys.stderr, flush=True)
-    result: dict[str, Any] = {
+    return {
         "model": spec.name,
         "video": spec.video,
         "config": spec.config,
@@ -274,20 +273,31 @@ def bench_model(spec: ModelSpec, methods: list[str], args, device, dtype) -> dic
         "tokens": spec.layout.seq_len,
         "text_tokens": TEXT_TOKENS,
     }
+
+
+def measure(bench: Bench, methods: list[str]) -> dict[str, Any]:
+    """``dense`` (`Bench.dense`) and ``methods`` (`Bench.method` each, or its error: the rest
+    go on); a dense failure raises."""
+    out: dict[str, Any] = {"dense": bench.dense(), "methods": []}
+    for name in methods:
+        print(f"  {name}", file=sys.stderr, flush=True)
+        try:
+            out["methods"].append(bench.method(name, out["dense"]))
+        except Exception as err:  # noqa: BLE001
+            out["methods"].append({"method": name, "error": error_text(err)})
+    return out
+
+
+def bench_model(spec: ModelSpec, methods: list[str], args, device, dtype) -> dict[str, Any]:
+    """Dense, then every method; a failure is recorded (the model's, or one method's) and the
+    rest go on."""
+    result = model_header(spec)
     try:
         bench = Bench(spec, args, device, dtype)
         with torch.inference_mode():
-            result["dense"] = bench.dense()
+            result.update(measure(bench, methods))
     except Exception as err:  # noqa: BLE001  (out of memory, say: the next model may fit)
         return {**result, "error": error_text(err)}
-    result["methods"] = []
-    with torch.inference_mode():
-        for name in methods:
-            print(f"  {name}", file=sys.stderr, flush=True)
-            try:
-                result["methods"].append(bench.method(name, result["dense"]))
-            except Exception as err:  # noqa: BLE001
-                result["methods"].append({"method": name, "error": error_text(err)})
     bench.close()
     return result
 
@@ -342,14 +352,20 @@ def table(models: list[dict[str, Any]]) -> str:
     return markdown_table(headers + ["speedup", "Amdahl limit"], rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def model_parser(description: str) -> argparse.ArgumentParser:
+    """``--models`` and the common arguments (`common.add_common_args`)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--models", default="1.3b,14b", help=f"comma-separated: {', '.join(MODELS)}"
     )
     add_common_args(parser)
-    args = parser.parse_args(argv)
-    device, out = resolve_args(args, "e2e-tiny" if args.tiny else "e2e")
+    return parser
+
+
+def run_models(parser, args, prefix: str, bench, table, **extra: Any) -> int:
+    """Run ``bench(spec, methods, args, device, dtype)`` per model of ``--models``, writing the
+    results JSON (with ``extra``) after each, then print ``table(models)``."""
+    device, out = resolve_args(args, f"{prefix}-tiny" if args.tiny else prefix)
     keys = chosen(parser, "--models", args.models, MODELS)
     specs = [tiny_spec(k) if args.tiny else MODELS[k] for k in keys]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -357,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     body = {
         "tiny": args.tiny,
         "dtype": str(dtype).removeprefix("torch."),
+        **extra,
         "num_steps": NUM_STEPS,
         "forwards_per_step": FORWARDS_PER_STEP,
         "warmup": args.warmup,
@@ -365,10 +382,15 @@ def main(argv: list[str] | None = None) -> int:
         "models": [],
     }
     for spec in specs:
-        body["models"].append(bench_model(spec, methods, args, device, dtype))
+        body["models"].append(bench(spec, methods, args, device, dtype))
         write_results(out, device, body)  # after each model: a cut-off run keeps what it had
     print(table(body["models"]))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = model_parser(__doc__.splitlines()[0])
+    return run_models(parser, parser.parse_args(argv), "e2e", bench_model, table)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import torch
 from .methods import SparseMethod, resolve_method
 from .pipelines.registry import get_adapter
 from .runtime import SparseRuntime
-from .stats import StatsRecorder, format_report, summarize
+from .stats import StatsRecorder, format_cache_skips, format_report, summarize
 
 _ATTR = "_dit_sparse_handle"
 _TRANSFORMER_NAMES = ("transformer", "transformer_2")
@@ -33,14 +33,25 @@ class SparseHandle:
         """One dict per attention call: transformer, layer, step, branch, kind, density, seconds."""
         return self._stats.records()
 
+    def forwards(self) -> list[dict[str, Any]]:
+        """One dict per transformer forward: transformer, step, branch, seq_len, ``layers``
+        (attention layers due) and ``layers_run`` (fewer where a step cache skipped some)."""
+        return self._stats.forwards()
+
     def summary(self) -> dict[str, Any]:
-        """Totals: calls, attention_seconds, mean_density."""
-        return summarize(self.records())
+        """Totals: calls, attention_seconds, mean_density, and ``layers_skipped``: the share
+        of attention layer calls a step cache skipped (0.0 without one)."""
+        forwards = self.forwards()
+        due = sum(f["layers"] for f in forwards)
+        skipped = 1.0 - sum(f["layers_run"] for f in forwards) / due if due else 0.0
+        return {**summarize(self.records()), "layers_skipped": skipped}
 
     def report(self) -> str:
-        """Per step and layer: plans used, density, calls, attention time (text)."""
+        """Per step and layer: plans used, density, calls, attention time, and the steps a
+        step cache skipped layers of (text)."""
         records = self.records()
-        return format_report(self.method.name, records, self.method.report_lines(records))
+        extra = self.method.report_lines(records) + format_cache_skips(self.forwards())
+        return format_report(self.method.name, records, extra)
 
     def reset_stats(self) -> None:
         self._stats.clear()

@@ -7,6 +7,7 @@ import sys
 from dataclasses import fields
 from typing import Any
 
+from . import caches
 from .arguments import (
     DEFAULT_MODEL,
     UsageError,
@@ -42,6 +43,11 @@ def _generate(args: argparse.Namespace) -> int:
         args.prompt = default_prompt(args.model)
     method = build_method(args.method, parse_options(args.option))
     check_video_args(args.model, args.frames, args.height, args.width, args.steps)
+    if args.cache is not None:
+        try:
+            caches.check_cache_spec(args.cache)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     suffix = Path(args.output).suffix.lower()
     if suffix not in (".mp4", ".png") or (suffix == ".png" and args.frames != 1):
         raise UsageError(
@@ -72,6 +78,10 @@ def _generate(args: argparse.Namespace) -> int:
         enable_ulysses(pipe, args.ulysses)
     handle = dit_sparse.apply(pipe, method)
     request = generation_request(args, args.prompt, seed=args.seed)
+    if args.cache is not None:
+        calibrate = lambda: generate(pipe, request, progress=False)  # noqa: E731 (MagCache)
+        caches.enable_cache(pipe, args.cache, num_steps=args.steps, calibrate=calibrate)
+        handle.reset_stats()  # drop the calibration run's records
     result = generate(pipe, request, progress=rank == 0)
     if rank != 0:  # every rank holds the same video; rank 0 writes and reports it
         return 0
@@ -161,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--fps", type=int, default=16)
     gen.add_argument("--output", default="out.mp4", help="an .mp4 (or .png for one frame)")
     gen.add_argument("--report", action="store_true", help="print the per-step/per-layer report")
+    caches.add_cache_argument(gen, repeatable=False)
     gen.add_argument(
         "--ulysses",
         type=int,

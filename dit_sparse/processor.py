@@ -6,6 +6,10 @@ output projection). While it runs, a ``TorchFunctionMode`` catches its call to
 ``F.scaled_dot_product_attention`` (diffusers' native backend makes that call, and so do
 processors that call SDPA directly) and routes the self-attention one, ``[B, H, S, D]``, to the
 method. One wrapper serves every model instead of a copy of each model's processor.
+
+Under ``torch.compile`` dynamo traces the same mode; the call it routes becomes one
+``torch.ops.dit_sparse.attention`` (`ops`), which decides and computes the attention at run
+time, so neither the interception nor the method's choices break or specialize the graph.
 """
 
 from __future__ import annotations
@@ -18,16 +22,23 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from . import ops
+
 if TYPE_CHECKING:
     from .runtime import SparseRuntime
 
-_SDPA_SIGNATURE = inspect.signature(
-    lambda query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False: (
-        None
-    )
-)
 # Attributes diffusers sets on a module's processor; they must reach the wrapped one.
 _FORWARDED = frozenset({"_attention_backend", "_parallel_config"})
+
+
+def _sdpa_arguments(
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
+) -> dict[str, Any]:
+    """SDPA's arguments by name (plain Python, which dynamo traces, unlike `inspect`)."""
+    return dict(
+        query=query, key=key, value=value, attn_mask=attn_mask, dropout_p=dropout_p,
+        is_causal=is_causal, scale=scale, enable_gqa=enable_gqa,
+    )  # fmt: skip
 
 
 class _AttentionInterceptor(TorchFunctionMode):
@@ -39,14 +50,34 @@ class _AttentionInterceptor(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.scaled_dot_product_attention:
-            bound = _SDPA_SIGNATURE.bind(*args, **kwargs)
-            bound.apply_defaults()
+            arguments = _sdpa_arguments(*args, **kwargs)
             out = self.processor.runtime.attend(
-                self.processor.layer, func, args, kwargs, **bound.arguments
+                self.processor.layer, func, args, kwargs, **arguments
             )
             if out is not None:
                 self.handled += 1
                 return out
+        return func(*args, **kwargs)
+
+
+class _CompiledAttentionInterceptor(TorchFunctionMode):
+    """The interceptor dynamo traces: a self-attention-shaped SDPA call (what the runtime may
+    take; the rest it checks at run time) becomes ``torch.ops.dit_sparse.attention``."""
+
+    def __init__(self, processor: SparseAttentionProcessor) -> None:
+        super().__init__()
+        self.processor = processor
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            a = _sdpa_arguments(*args, **kwargs)
+            query, key = a["query"], a["key"]
+            if query.dim() == 4 and query.shape[-2] == key.shape[-2]:
+                return ops.attention(
+                    query, key, a["value"], a["attn_mask"], a["dropout_p"], a["is_causal"],
+                    a["scale"], a["enable_gqa"], self.processor.route,
+                )  # fmt: skip
         return func(*args, **kwargs)
 
 
@@ -62,8 +93,15 @@ class SparseAttentionProcessor:
         object.__setattr__(self, "inner", inner)
         object.__setattr__(self, "layer", layer)
         object.__setattr__(self, "runtime", runtime)
+        # The custom op's handle on (runtime, layer): a tensor, so that compiled blocks share
+        # one graph instead of specializing on the layer number.
+        object.__setattr__(self, "route", ops.route_tensor(runtime.key, layer))
 
     def __call__(self, attn: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if torch.compiler.is_compiling():
+            # No Python state is read here: whether a forward is tracked is the op's question.
+            with _CompiledAttentionInterceptor(self):
+                return self.inner(attn, *args, **kwargs)
         if self.runtime.tracker.current is None:
             return self.inner(attn, *args, **kwargs)
         interceptor = _AttentionInterceptor(self)

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from . import ops
 from .kernels.compile_errors import KernelCompileError, compile_failure
 from .layout import TokenLayout
 from .methods.base import AttentionCall, SparseMethod
 from .parallel import head_partition
 from .pipelines.registry import ModelAdapter
 from .processor import SparseAttentionProcessor, wrap_processor
-from .stats import AttentionRecord, CallTimer, StatsRecorder
+from .stats import AttentionRecord, CallTimer, ForwardRecord, StatsRecorder
 from .text_padding import attend_without_padding, text_padding
-from .tracking import StepTrackingHook, attach_tracking, detach_tracking
+from .tracking import StepTrackingHook, TransformerCall, attach_tracking, detach_tracking
 from .utils import warn_once
-
-# Warning keys: unique per runtime for the whole process (id() can be reused).
-_RUNTIME_IDS = itertools.count()
 
 
 class SparseRuntime:
@@ -40,11 +37,19 @@ class SparseRuntime:
         self.method = method
         self.adapter = adapter
         self.stats = stats
-        self.tracker = StepTrackingHook(adapter, num_steps_fallback)
         self.modules = adapter.attention_modules(transformer)
+        self.tracker = StepTrackingHook(adapter, num_steps_fallback, self._record_forward)
         self._original: list[Any] = []
         self._checked_layouts: set = set()
-        self._warn_key = f"runtime-{next(_RUNTIME_IDS)}"
+        # Unique for the whole process (id() can be reused): the key of this runtime's
+        # one-time warnings, and how compiled graphs' attention op finds it.
+        self.key = ops.register_runtime(self)
+        self._warn_key = f"runtime-{self.key}"
+
+    def _record_forward(self, call: TransformerCall) -> None:
+        self.stats.add_forward(
+            ForwardRecord(self.name, call.step, call.branch, self.num_layers, call.layout.seq_len)
+        )
 
     @property
     def num_layers(self) -> int:
@@ -62,6 +67,7 @@ class SparseRuntime:
                 module.set_processor(original)
         self._original.clear()
         detach_tracking(self.transformer)
+        ops.unregister_runtime(self.key)
         self.method.reset()
 
     def _parallel_config(self, layer: int) -> Any:

@@ -67,19 +67,53 @@ class AttentionRecord:
         }
 
 
+@dataclass(frozen=True)
+class ForwardRecord:
+    """One transformer forward, as the step tracking saw it: ``layers`` attention layers were
+    due to run; a step cache may have skipped some (their calls leave no `AttentionRecord`)."""
+
+    transformer: str
+    step: int
+    branch: str
+    layers: int
+    seq_len: int
+
+
 class StatsRecorder:
-    """Collects `AttentionRecord`s; resolves them (one device sync) only when read."""
+    """Collects `AttentionRecord`s and `ForwardRecord`s; resolves the attention records (one
+    device sync) only when read."""
 
     def __init__(self) -> None:
         self._records: list[AttentionRecord] = []
         self._resolved: list[dict[str, Any]] = []
+        self._forwards: list[ForwardRecord] = []
 
     def add(self, record: AttentionRecord) -> None:
         self._records.append(record)
 
+    def add_forward(self, record: ForwardRecord) -> None:
+        self._forwards.append(record)
+
     def clear(self) -> None:
         self._records.clear()
         self._resolved.clear()
+        self._forwards.clear()
+
+    def forwards(self) -> list[dict[str, Any]]:
+        """One dict per transformer forward: transformer, step, branch, ``layers`` (attention
+        layers due) and ``layers_run`` (those that ran: fewer when a step cache skipped some;
+        of several forwards with one (transformer, step, branch), the later ones count the
+        layers run beyond the earlier ones' ``layers``)."""
+        ran: dict[tuple, int] = defaultdict(int)
+        for r in self.records():
+            ran[(r["transformer"], r["step"], r["branch"])] += 1
+        out = []
+        for f in self._forwards:
+            key = (f.transformer, f.step, f.branch)
+            layers_run = min(ran[key], f.layers)
+            ran[key] -= layers_run
+            out.append({**f.__dict__, "layers_run": layers_run})
+        return out
 
     def records(self) -> list[dict[str, Any]]:
         if self._records:
@@ -97,6 +131,28 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "attention_seconds": sum(r["seconds"] for r in records),
         "mean_density": sum(r["density"] for r in records) / len(records),
     }
+
+
+def format_cache_skips(forwards: list[dict[str, Any]]) -> list[str]:
+    """Report lines: the forwards whose attention layers did not all run (a step cache
+    skipped them), per transformer and branch; none when every layer ran."""
+    skipped = [f for f in forwards if f["layers_run"] < f["layers"]]
+    if not skipped:
+        return []
+    due = sum(f["layers"] for f in forwards)
+    ran = sum(f["layers_run"] for f in forwards)
+    lines = [
+        f"step cache: {len(skipped)} of {len(forwards)} forwards skipped attention layers "
+        f"({due - ran} of {due} layer calls); steps as step(layers run/due):"
+    ]
+    by_branch: dict[tuple, list[str]] = defaultdict(list)
+    for f in skipped:
+        by_branch[(f["transformer"], f["branch"])].append(
+            f"{f['step']}({f['layers_run']}/{f['layers']})"
+        )
+    for (name, branch), steps in sorted(by_branch.items()):
+        lines.append(f"{name:<14} {branch:<11} {' '.join(steps)}")
+    return lines
 
 
 def format_report(method_name: str, records: list[dict[str, Any]], extra: list[str]) -> str:

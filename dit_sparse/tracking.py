@@ -6,6 +6,12 @@ stateful hook, which keeps one state per context name (``"cond"``, ``"uncond"``,
 ``"cond_uncond"``). Pipelines that pass no ``step_index`` (Flux, HunyuanVideo, CogVideoX, LTX)
 still change the ``timestep`` argument once per step; callers that set no context at all get
 one state, ``"default"``. diffusers resets stateful hooks at the end of every pipeline call.
+
+Under ``torch.compile(transformer)`` the hook's ``pre_forward`` and ``post_forward`` run
+eagerly (`torch.compiler.disable`): they read the timestep's value and count steps in Python,
+which traced would break the graph (``.item()``) and guard on the step number (a recompile
+per step). That leaves dynamo one break before the model's forward and one after it, outside
+its blocks; the attention op reads what they record at run time (`dit_sparse.ops`).
 """
 
 from __future__ import annotations
@@ -90,10 +96,16 @@ class StepTrackingHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, adapter: ModelAdapter, num_steps_fallback: Callable[[], int | None]) -> None:
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        num_steps_fallback: Callable[[], int | None],
+        on_forward: Callable[[TransformerCall], None] | None = None,
+    ) -> None:
         super().__init__()
         self.adapter = adapter
         self.num_steps_fallback = num_steps_fallback
+        self.on_forward = on_forward  # told of every forward (a cache may skip its blocks)
         self.state_manager = StateManager(BranchState)
         self.default_state = BranchState()
         self.current: TransformerCall | None = None
@@ -104,6 +116,7 @@ class StepTrackingHook(ModelHook):
         except ValueError:
             return None
 
+    @torch.compiler.disable
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
         context = self._context()
         state = self.state_manager.get_state() if context is not None else self.default_state
@@ -118,8 +131,11 @@ class StepTrackingHook(ModelHook):
             branch=context.name if context is not None else "default",
             cache=state.cache,
         )
+        if self.on_forward is not None:
+            self.on_forward(self.current)
         return args, kwargs
 
+    @torch.compiler.disable
     def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
         self.current = None
         return output

@@ -18,7 +18,8 @@ def tiny_wan():
     return pipe
 
 
-def run_pipe(pipe, guidance=5.0, seed=0, steps=3, frames=9, height=32, width=32):
+def run_pipe(pipe, guidance=5.0, seed=0, steps=3, frames=9, height=32, width=32, latent=False):
+    """The video as a tensor ([frames, H, W, 3]), or with ``latent`` the latents (no VAE)."""
     out = pipe(
         prompt="a red ball rolls left",
         num_frames=frames,
@@ -27,6 +28,6 @@ def run_pipe(pipe, guidance=5.0, seed=0, steps=3, frames=9, height=32, width=32)
         num_inference_steps=steps,
         guidance_scale=guidance,
         generator=torch.Generator().manual_seed(seed),
-        output_type="np",
+        output_type="latent" if latent else "np",
     )
-    return torch.from_numpy(out.frames[0])
+    return out.frames if latent else torch.from_numpy(out.frames[0])

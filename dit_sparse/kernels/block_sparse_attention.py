@@ -364,8 +364,30 @@ def block_sparse_attention(
         block lists no key block gets O = 0 and LSE = -inf.
 
     On CUDA this is the Triton kernel; on CPU (unless ``TRITON_INTERPRET=1``) or without Triton
-    the torch reference runs, with a one-time warning.
+    the torch reference runs, with a one-time warning. Inside ``torch.compile`` it is the custom
+    op ``torch.ops.dit_sparse.block_sparse_attention`` (the plan's tensors and sizes as its
+    arguments): one graph node, no break, the same dispatch at run time.
     """
+    if torch.compiler.is_compiling():
+        result, lse = _block_sparse_attention_op(
+            q, k, v, plan.kv_indices, plan.kv_counts, plan.perm, plan.permuted, plan.head_plans,
+            plan.block_q, plan.block_k, plan.seq_len, scale, return_lse,
+        )  # fmt: skip
+        if out is not None:
+            result = out.copy_(result)
+        return (result, lse) if return_lse else result
+    return _block_sparse_attention(q, k, v, plan, scale, return_lse, out)
+
+
+def _block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: BlockPlan,
+    scale: float | None,
+    return_lse: bool,
+    out: torch.Tensor | None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     scale = _check_inputs(q, k, v, plan, scale, out)
     if not triton_runs_on(q.device):
         warn_fallback("block_sparse_attention", q.device)
@@ -387,6 +409,39 @@ def block_sparse_attention(
     elif out is not kernel_out:
         out.copy_(kernel_out)
     return (out, lse) if return_lse else out
+
+
+@torch.library.custom_op("dit_sparse::block_sparse_attention", mutates_args=())
+def _block_sparse_attention_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_indices: torch.Tensor,
+    kv_counts: torch.Tensor,
+    perm: torch.Tensor | None,
+    permuted: torch.Tensor | None,
+    head_plans: torch.Tensor | None,
+    block_q: int,
+    block_k: int,
+    seq_len: int,
+    scale: float | None,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`block_sparse_attention` as a custom op: O with q's strides, and the LSE (or an empty
+    tensor without ``return_lse``), as the fake implementation below says."""
+    plan = BlockPlan(kv_indices, kv_counts, block_q, block_k, seq_len, perm, permuted, head_plans)
+    result = _block_sparse_attention(q, k, v, plan, scale, return_lse, None)
+    out, lse = result if return_lse else (result, q.new_empty(0, dtype=torch.float32))
+    if out.stride() != torch.empty_like(q, device="meta").stride():
+        out = torch.empty_like(q).copy_(out)
+    return out, lse.contiguous()
+
+
+@_block_sparse_attention_op.register_fake
+def _(q, k, v, kv_indices, kv_counts, perm, permuted, head_plans, block_q, block_k, seq_len,
+      scale, return_lse):  # fmt: skip
+    lse_shape = q.shape[:3] if return_lse else (0,)
+    return torch.empty_like(q), q.new_empty(lse_shape, dtype=torch.float32)
 
 
 def launch_block_sparse_attention(

@@ -40,5 +40,20 @@ class WanAdapter:
         _, _, frames, height, width = hidden.shape
         return TokenLayout(frames // p_t, height // p_h, width // p_w)
 
+    def cache_fields(self, config_name: str) -> dict[str, Any]:
+        """Fields diffusers' step-cache configs need for Wan (`dit_sparse.caches`).
+
+        TaylorSeer's default patterns fully match modules ending in ``attn``; Wan's are
+        ``attn1`` (self) and ``attn2`` (cross), so it would hook nothing. FasterCache splits
+        a forward's batch into unconditional and conditional halves unless told the model is
+        guidance-distilled; Wan's pipelines run the two branches as separate forwards, so that
+        split fails (diffusers 0.42.1), and its unconditional-branch skipping stays off.
+        """
+        if config_name == "TaylorSeerCacheConfig":
+            return dict(cache_identifiers=[r"blocks\.\d+\.attn1", r"blocks\.\d+\.attn2"])
+        if config_name == "FasterCacheConfig":
+            return dict(is_guidance_distilled=True)
+        return {}
+
 
 register_adapter(WanAdapter())

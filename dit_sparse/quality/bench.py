@@ -2,10 +2,13 @@
 
     dit-sparse bench --model tiny-wan --methods dense,radial --prompt "a red ball rolls left" \\
         --seeds 0,1 --output-dir bench-out [--sweep radial.decay_factor=0.5,1,2] \\
-        [-o radial.dense_steps=0.25] [--lpips-weights alexnet-owt-7be5be79.pth]
+        [-o radial.dense_steps=0.25] [--lpips-weights alexnet-owt-7be5be79.pth] \\
+        [--cache FirstBlockCache:threshold=0.1 --cache TaylorSeerCache:cache_interval=2]
 
 writes ``results.json``, ``results.csv``, ``results.md``, ``pareto.png``, ``psnr/<case>.png``
 and ``videos/<setting>__<case>.mp4`` (dense | method | error heatmap) under ``--output-dir``.
+Each ``--cache`` (a diffusers step cache, `dit_sparse.caches`) runs with every method setting,
+labelled ``method + cache`` (with dense: the cache alone), beside the settings without one.
 A video identical to dense has PSNR ``inf``: ``"inf"`` in results.json, ``inf`` in the tables.
 """
 
@@ -18,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .. import caches
 from ..arguments import (
     DEFAULT_MODEL,
     UsageError,
@@ -98,7 +102,9 @@ def _settings(args: argparse.Namespace):
     if not methods:
         raise UsageError(f"--methods lists no method; accepted: {', '.join(METHODS)}")
     try:
-        return make_settings(methods, parse_method_options(args.option), parse_sweeps(args.sweep))
+        cache_specs = [caches.check_cache_spec(spec) for spec in args.cache]
+        options = parse_method_options(args.option)
+        return make_settings(methods, options, parse_sweeps(args.sweep), cache_specs)
     except ValueError as err:
         raise UsageError(str(err)) from None
     except ImportError as err:  # a registered method whose module is not there yet
@@ -228,4 +234,5 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="also run each method once untimed first (keeps Triton compile/autotune out)",
     )
     bench.add_argument("--fps", type=int, default=16, help="of the side-by-side videos")
+    caches.add_cache_argument(bench, repeatable=True)
     return bench

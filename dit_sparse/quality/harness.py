@@ -20,6 +20,7 @@ import torch
 
 import dit_sparse
 
+from .. import caches
 from ..generation import GenerationRequest, generate
 from ..methods import Dense, SparseMethod, resolve_method
 from .metrics import LpipsScorer, LpipsUnavailable, VideoMetrics, compare_videos
@@ -40,14 +41,16 @@ class Case:
 
 @dataclass(frozen=True)
 class Setting:
-    """A method with its options, under a label such as ``radial(decay_factor=0.5)``."""
+    """A method with its options, under a label such as ``radial(decay_factor=0.5)``, and
+    optionally a diffusers step cache (``cache``: a `dit_sparse.caches` spec) beside it."""
 
     label: str
     method: SparseMethod
+    cache: str | None = None
 
     @property
     def is_dense(self) -> bool:
-        return isinstance(self.method, Dense)
+        return isinstance(self.method, Dense) and self.cache is None
 
 
 def setting_label(method: SparseMethod) -> str:
@@ -65,10 +68,13 @@ def make_settings(
     methods: list[str],
     options: dict[str, dict[str, Any]] | None = None,
     sweeps: dict[str, dict[str, list[Any]]] | None = None,
+    caches: list[str] | None = None,
 ) -> list[Setting]:
     """Settings for ``methods`` in order: ``options[name]`` applies to every setting of that
     method; ``sweeps[name][key]`` lists values, and several swept keys of one method combine
-    as a grid. Raises ``ValueError`` for unknown methods, options, or sweeps of unlisted methods.
+    as a grid. Each of ``caches`` (step-cache specs) then runs with every one of those
+    settings (with dense: the cache alone), labelled ``method + cache``, after them.
+    Raises ``ValueError`` for unknown methods, options, or sweeps of unlisted methods.
     """
     options, sweeps = options or {}, sweeps or {}
     for kind, named in (("option", options), ("sweep", sweeps)):
@@ -84,6 +90,9 @@ def make_settings(
             except TypeError as err:
                 raise ValueError(str(err)) from None
             settings.append(Setting(setting_label(method), method))
+    settings += [
+        Setting(f"{s.label} + {cache}", s.method, cache) for cache in caches or [] for s in settings
+    ]
     labels = [s.label for s in settings]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
@@ -155,11 +164,38 @@ class _Runner:
         self.warmup_each = warmup_each
         self.runs: list[RunRecord] = []
         self.warmups: list[RunRecord] = []
+        self.calibrated: dict[str, str] = {}  # cache spec -> with MagCache's ratios
+
+    @contextlib.contextmanager
+    def cache(self, spec: str | None, request: GenerationRequest) -> Iterator[None]:
+        """The step cache ``spec`` enabled for the block (MagCache calibrated once, untimed)."""
+        if spec is None:
+            yield
+            return
+        if spec not in self.calibrated:
+            calibrate = lambda: generate(self.pipe, request, progress=False)  # noqa: E731
+            config = caches.enable_cache(
+                self.pipe, spec, num_steps=request.steps, calibrate=calibrate
+            )
+            ratios = getattr(config, "mag_ratios", None)
+            keep = "mag_ratios" in spec or ratios is None
+            self.calibrated[spec] = spec if keep else f"{spec},mag_ratios={ratios.tolist()}"
+        else:
+            caches.enable_cache(self.pipe, self.calibrated[spec], num_steps=request.steps)
+        try:
+            yield
+        finally:
+            caches.disable_cache(self.pipe)
 
     def generate(self, record: RunRecord, request: GenerationRequest) -> np.ndarray | None:
-        """One timed generation under ``record``'s method: fills its time and attention
-        summary and returns the frames, or records the error and returns None."""
-        with _recording_errors(record), dit_sparse.attached(self.pipe, record.setting.method) as h:
+        """One timed generation under ``record``'s method and cache: fills its time and
+        attention summary and returns the frames, or records the error and returns None."""
+        setting = record.setting
+        with (
+            _recording_errors(record),
+            self.cache(setting.cache, request),
+            dit_sparse.attached(self.pipe, setting.method) as h,
+        ):
             result = generate(self.pipe, request, progress=False)
             record.seconds, record.attention = result.seconds, h.summary()
             return result.frames
@@ -255,6 +291,7 @@ class SettingSummary:
     attention_seconds: float | None
     attention_share: float | None
     mean_density: float | None
+    layers_skipped: float | None  # share of attention layer calls a step cache skipped
     psnr: float | None
     ssim: float | None
     lpips: float | None
@@ -288,6 +325,7 @@ def summarize_runs(result: BenchResult) -> list[SettingSummary]:
                 attention_seconds=_mean([r.attention.get("attention_seconds") for r in ok]),
                 attention_share=_mean([r.attention_share for r in ok]),
                 mean_density=_mean([r.attention.get("mean_density") for r in ok]),
+                layers_skipped=_mean([r.attention.get("layers_skipped") for r in ok]),
                 psnr=_mean([m.video_psnr for m in scored]),
                 ssim=_mean([m.mean_ssim for m in scored]),
                 lpips=_mean([m.mean_lpips for m in scored]),

@@ -80,6 +80,8 @@ def run_dict(record: RunRecord) -> dict[str, Any]:
         "seed": record.case.seed,
         "setting": record.setting.label,
         "method": record.setting.method.name,
+        "cache": record.setting.cache,
+        "layers_skipped": record.attention.get("layers_skipped"),  # by the step cache
         "seconds": record.seconds,
         "dense_seconds": record.dense_seconds,
         "speedup": record.speedup,
@@ -96,6 +98,8 @@ def summary_dict(summary: SettingSummary) -> dict[str, Any]:
     return {
         "setting": summary.setting.label,
         "method": summary.setting.method.name,
+        "cache": summary.setting.cache,
+        "layers_skipped": summary.layers_skipped,
         "runs": summary.runs,
         "failed": summary.failed,
         "seconds": summary.seconds,

@@ -113,3 +113,27 @@ def test_gpu_smoke_fails_on_a_wrong_kernel(script, tmp_path, monkeypatch):
 def test_gpu_smoke_needs_a_tree_on_the_gpu(script):
     with pytest.raises(SystemExit):
         script("gpu_smoke").main(["--methods", "radial"])
+
+
+def test_compose_tiny(script, tmp_path, capsys):
+    out = tmp_path / "result.json"
+    argv = ["--tiny", "--models", "1.3b", "--methods", "radial", "--backend", "aot_eager"]
+    assert (
+        script("compose").main([*argv, "--warmup", "0", "--repeats", "1", "--out", str(out)]) == 0
+    )
+    doc = json.loads(out.read_text())
+    _check_provenance(doc)
+    assert doc["backend"] == "aot_eager" and doc["num_steps"] == 50
+    (model,) = doc["models"]
+    assert "error" not in model, model
+    # TaylorSeer at interval 2 after 12 full steps predicts steps 12, 14, ..., 48, and
+    # dit_sparse's step tracking saw exactly those forwards skip their attention layers.
+    assert model["cache"]["skipped_steps"] == list(range(12, 50, 2))
+    assert model["cache_rule_matches"] is True
+    assert model["compiled"]["graph_breaks"] == 0 and model["compiled"]["graphs"] >= 1
+    rows = {(r["method"], r["mode"], r["cache"]): r for r in model["compositions"]}
+    assert set(rows) == {(m, mode, c) for m in ("dense", "radial")
+                         for mode in ("eager", "compiled") for c in (False, True)}  # fmt: skip
+    assert rows[("dense", "eager", False)]["speedup_vs_dense_eager"] == 1.0
+    assert set(model["targets"]["sparse_over_dense"]) == {"radial"}
+    assert "| radial | compiled |" in capsys.readouterr().out
