@@ -32,7 +32,7 @@ from .launch import (
     triton_runs_on,
     warn_fallback,
 )
-from .reference import block_sparse_attention_reference
+from .reference import block_sparse_attention_8bit_reference, block_sparse_attention_reference
 
 # Per head dim, for fp16/bf16 on CUDA. At D = 128 the fastest that `benchmarks/kernel.py --tune`
 # found (timings: docs/BENCHMARKS.md); TMA loads and Triton's warp specialization gained
@@ -345,6 +345,7 @@ def block_sparse_attention(
     scale: float | None = None,
     return_lse: bool = False,
     out: torch.Tensor | None = None,
+    precision: str = "bf16",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attention of ``q`` to the key blocks ``plan`` lists, ``[B, H, S, D]`` in and out.
 
@@ -358,6 +359,10 @@ def block_sparse_attention(
         scale: score scale, default ``1 / sqrt(D)``; must be positive.
         return_lse: also return the natural-log log-sum-exp of each row's scaled scores.
         out: optional ``[B, H, S, D]`` buffer of q's dtype and device to write O into.
+        precision: ``"bf16"`` (default): scores and P V in the input dtype's tensor-core
+            precision. ``"8bit"``: INT8 Q K^T and FP8 e4m3 P V with fp32 accumulation
+            (`dit_sparse.kernels.attention_8bit`); needs ``D >= 32``, ``plan.block_k >= 32``
+            and, on CUDA, FP8 tensor cores (compute capability 8.9 or newer).
 
     Returns:
         O in q's dtype, and with ``return_lse`` also fp32 LSE ``[B, H, S]``. A row whose query
@@ -367,9 +372,15 @@ def block_sparse_attention(
     the torch reference runs, with a one-time warning.
     """
     scale = _check_inputs(q, k, v, plan, scale, out)
+    eight_bit = _check_precision(precision, q.shape[-1], plan)
     if not triton_runs_on(q.device):
         warn_fallback("block_sparse_attention", q.device)
-        result = block_sparse_attention_reference(q, k, v, plan, scale, return_lse=True)
+        reference = (
+            block_sparse_attention_8bit_reference
+            if eight_bit
+            else (block_sparse_attention_reference)
+        )
+        result = reference(q, k, v, plan, scale, return_lse=True)
         if out is not None:
             out.copy_(result[0])
             result = (out, result[1])
@@ -380,8 +391,13 @@ def block_sparse_attention(
         q, k, v = q.float(), k.float(), v.float()
     kernel_out = out if out is not None and out.dtype == q.dtype else torch.empty_like(q)
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device) if return_lse else None
-    config = default_config(q.shape[-1], plan.block_q, plan.block_k, q.device)
-    launch_block_sparse_attention(q, k, v, plan, scale, kernel_out, lse, config)
+    if eight_bit:
+        check_8bit_device(q.device)
+        config = default_config_8bit(q.shape[-1], plan.block_q, plan.block_k, q.device)
+        launch_attention_8bit(q, k, v, plan, scale, kernel_out, lse, config)
+    else:
+        config = default_config(q.shape[-1], plan.block_q, plan.block_k, q.device)
+        launch_block_sparse_attention(q, k, v, plan, scale, kernel_out, lse, config)
     if out is None:
         out = kernel_out.to(dtype)
     elif out is not kernel_out:
@@ -472,6 +488,25 @@ def _broadcast_strides(t: torch.Tensor, dims: int) -> tuple[int, ...]:
     return tuple(0 if t.shape[d] == 1 else t.stride(d) for d in range(dims))
 
 
+PRECISIONS = ("bf16", "8bit")
+
+
+def _check_precision(precision: str, head_dim: int, plan: BlockPlan) -> bool:
+    """Raise unless ``precision`` is one the kernel takes (and the 8-bit kernel can take this
+    head dim and plan); return whether it is ``"8bit"``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16":
+        return False
+    if head_dim < MIN_8BIT_DIM or plan.block_k < MIN_8BIT_DIM:
+        raise ValueError(
+            f'precision="8bit" needs head dim and plan.block_k >= {MIN_8BIT_DIM} (8-bit tensor '
+            f"cores reduce over at least {MIN_8BIT_DIM}); got D = {head_dim}, "
+            f"block_k = {plan.block_k}"
+        )
+    return True
+
+
 def _check_inputs(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -516,3 +551,12 @@ def _check_inputs(
             f"got {tuple(out.shape)} {out.dtype} on {out.device} with strides {out.stride()}"
         )
     return resolve_scale(scale, head_dim)
+
+
+# Imported last: the 8-bit kernel module reuses this one's jit helpers.
+from .attention_8bit import (  # noqa: E402
+    MIN_8BIT_DIM,
+    check_8bit_device,
+    default_config_8bit,
+    launch_attention_8bit,
+)
