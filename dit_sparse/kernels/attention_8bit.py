@@ -24,6 +24,8 @@ whole number of tiles with zeros, so that only scores past the sequence end need
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..plan import BlockPlan, num_blocks
@@ -171,7 +173,9 @@ def _quantize_qkv(
     if HAS_PERM:
         plan_h = _plan_head(HEAD_PLANS, b, h, stride_hb, stride_hh, HAS_HEAD_PLANS)
         if tl.load(PERMUTED + b * stride_fb + plan_h * stride_fh) != 0:
-            rows = tl.load(PERM + b * stride_pb + plan_h * stride_ph + offs, mask=valid, other=0)
+            rows = tl.load(
+                PERM + b * stride_pb + plan_h * stride_ph + offs, mask=valid, other=0
+            ).to(tl.int32)
     stats = pid_bh.to(tl.int64) * HEAD_DIM + offs_d
     k_mean = tl.load(K_SUM + stats) / seq_len
     v_scale = tl.maximum(tl.load(V_MAX + stats), 1e-30) / 448.0
@@ -353,6 +357,76 @@ def _attention_8bit_fwd(
         tl.store(LSE + bh * seq_len + q_rows, lse, mask=row_valid)
 
 
+@dataclass(frozen=True)
+class Quantized:
+    """What `quantize_8bit` writes for the kernel, every head in its plan's token order and
+    padded to ``padded_len`` rows (``[B * H, ...]``): INT8 Q and K ``[., padded_len, D]``,
+    e4m3 V transposed ``[., D, padded_len]``, fp32 scales per `QUANT_ROWS` rows of Q (times
+    ``scale * log2(e)``) and K, fp32 max |V| per channel ``[., D]`` and the LSE shift
+    ``scale * q . mean(K)`` per row."""
+
+    q8: torch.Tensor
+    k8: torch.Tensor
+    vt8: torch.Tensor
+    q_scale: torch.Tensor
+    k_scale: torch.Tensor
+    v_max: torch.Tensor
+    lse_shift: torch.Tensor
+    padded_len: int
+
+
+def quantize_8bit(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: BlockPlan, scale: float
+) -> Quantized:
+    """The statistics pass and the fused quantisation pass (see the module docstring)."""
+    batch, heads, seq_len, head_dim = q.shape
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    device = q.device
+    pad = max(128, plan.block_q, plan.block_k)
+    padded = num_blocks(seq_len, pad) * pad
+    bh = batch * heads
+    k_sum = torch.zeros(bh, head_dim, dtype=torch.float32, device=device)
+    v_max = torch.zeros_like(k_sum)
+    _kv_stats[(num_blocks(seq_len, _STATS_ROWS), bh)](
+        k, v, k_sum, v_max, *k.stride()[:3], *v.stride()[:3], heads, seq_len,
+        HEAD_DIM=head_dim, ROWS=_STATS_ROWS, num_warps=4,
+    )  # fmt: skip
+    result = Quantized(
+        q8=torch.empty(bh, padded, head_dim, dtype=torch.int8, device=device),
+        k8=torch.empty(bh, padded, head_dim, dtype=torch.int8, device=device),
+        vt8=torch.empty(bh, head_dim, padded, dtype=torch.float8_e4m3fn, device=device),
+        q_scale=torch.empty(bh, padded // QUANT_ROWS, dtype=torch.float32, device=device),
+        k_scale=torch.empty(bh, padded // QUANT_ROWS, dtype=torch.float32, device=device),
+        v_max=v_max,
+        lse_shift=torch.empty(bh, padded, dtype=torch.float32, device=device),
+        padded_len=padded,
+    )
+    perm, permuted, perm_strides, head_plans, head_plan_strides = _plan_lookups(plan)
+    _quantize_qkv[(padded // QUANT_ROWS, bh)](
+        q, k, v, k_sum, v_max, perm, permuted, head_plans, result.q8, result.k8, result.vt8,
+        result.q_scale, result.k_scale, result.lse_shift, *q.stride()[:3], *k.stride()[:3],
+        *v.stride()[:3], *perm_strides, *head_plan_strides, heads, seq_len, padded, scale,
+        HEAD_DIM=head_dim, ROWS=QUANT_ROWS, HAS_PERM=perm is not None,
+        HAS_HEAD_PLANS=head_plans is not None, EMULATE_E4M3=INTERPRETED, num_warps=4,
+    )  # fmt: skip
+    return result
+
+
+def _plan_lookups(plan: BlockPlan):
+    """The plan's permutation, its per-head flags (as uint8, all set when absent) and
+    ``head_plans``, with their broadcast strides: the kernels' arguments for them."""
+    head_plans = plan.head_plans
+    head_plan_strides = (0, 0) if head_plans is None else _broadcast_strides(head_plans, 2)
+    perm, permuted, perm_strides = plan.perm, None, (0, 0, 0, 0)
+    if perm is not None:
+        permuted = plan.permuted
+        if permuted is None:
+            permuted = torch.ones(perm.shape[:2], dtype=torch.bool, device=perm.device)
+        permuted = permuted.view(torch.uint8)
+        perm_strides = (*_broadcast_strides(perm, 2), *_broadcast_strides(permuted, 2))
+    return perm, permuted, perm_strides, head_plans, head_plan_strides
+
+
 def launch_attention_8bit(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -363,55 +437,24 @@ def launch_attention_8bit(
     lse: torch.Tensor | None,
     config: KernelConfig,
 ) -> None:
-    """Quantise q, k, v (two passes) and run the 8-bit kernel into ``out`` and ``lse``.
+    """Quantise q, k, v (`quantize_8bit`) and run the 8-bit kernel into ``out`` and ``lse``.
 
     No validation: `block_sparse_attention(..., precision="8bit")` checks inputs first.
     """
     batch, heads, seq_len, head_dim = q.shape
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    device = q.device
-    padded = num_blocks(seq_len, max(128, plan.block_q, plan.block_k)) * max(
-        128, plan.block_q, plan.block_k
-    )
-    bh = batch * heads
-    k_sum = torch.zeros(bh, head_dim, dtype=torch.float32, device=device)
-    v_max = torch.zeros_like(k_sum)
-    _kv_stats[(num_blocks(seq_len, _STATS_ROWS), bh)](
-        k, v, k_sum, v_max, *k.stride()[:3], *v.stride()[:3], heads, seq_len,
-        HEAD_DIM=head_dim, ROWS=_STATS_ROWS, num_warps=4,
-    )  # fmt: skip
-    q8 = torch.empty(bh, padded, head_dim, dtype=torch.int8, device=device)
-    k8 = torch.empty_like(q8)
-    vt8 = torch.empty(bh, head_dim, padded, dtype=torch.float8_e4m3fn, device=device)
-    q_scale = torch.empty(bh, padded // QUANT_ROWS, dtype=torch.float32, device=device)
-    k_scale = torch.empty_like(q_scale)
-    lse_shift = torch.empty(bh, padded, dtype=torch.float32, device=device)
-    head_plans = plan.head_plans
-    head_plan_strides = (0, 0) if head_plans is None else _broadcast_strides(head_plans, 2)
-    perm, permuted, perm_strides = plan.perm, None, (0, 0, 0, 0)
-    if perm is not None:
-        permuted = plan.permuted
-        if permuted is None:
-            permuted = torch.ones(perm.shape[:2], dtype=torch.bool, device=device)
-        permuted = permuted.view(torch.uint8)
-        perm_strides = (*_broadcast_strides(perm, 2), *_broadcast_strides(permuted, 2))
-    flags = dict(HAS_PERM=perm is not None, HAS_HEAD_PLANS=head_plans is not None,
-                 EMULATE_E4M3=INTERPRETED)  # fmt: skip
-    _quantize_qkv[(padded // QUANT_ROWS, bh)](
-        q, k, v, k_sum, v_max, perm, permuted, head_plans, q8, k8, vt8, q_scale, k_scale,
-        lse_shift, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *perm_strides,
-        *head_plan_strides, heads, seq_len, padded, scale, HEAD_DIM=head_dim, ROWS=QUANT_ROWS,
-        **flags, num_warps=4,
-    )  # fmt: skip
+    x = quantize_8bit(q, k, v, plan, scale)
+    perm, permuted, perm_strides, head_plans, head_plan_strides = _plan_lookups(plan)
     kv_indices = (
         plan.kv_indices if plan.kv_indices.stride(-1) == 1 else plan.kv_indices.contiguous()
     )
-    _attention_8bit_fwd[(num_blocks(seq_len, config.block_m), bh)](
-        q8, k8, vt8, q_scale, k_scale, v_max, lse_shift, out, lse, kv_indices, plan.kv_counts,
-        perm, permuted, head_plans, *out.stride()[:3], *_broadcast_strides(kv_indices, 3),
-        *_broadcast_strides(plan.kv_counts, 3), *perm_strides, *head_plan_strides, heads,
-        seq_len, padded, HEAD_DIM=head_dim, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-        BLOCK_Q=plan.block_q, BLOCK_K=plan.block_k, ROWS=QUANT_ROWS,
-        EVEN_K=seq_len % plan.block_k == 0, RETURN_LSE=lse is not None, **flags,
-        num_warps=config.num_warps, num_stages=config.num_stages,
+    _attention_8bit_fwd[(num_blocks(seq_len, config.block_m), batch * heads)](
+        x.q8, x.k8, x.vt8, x.q_scale, x.k_scale, x.v_max, x.lse_shift, out, lse, kv_indices,
+        plan.kv_counts, perm, permuted, head_plans, *out.stride()[:3],
+        *_broadcast_strides(kv_indices, 3), *_broadcast_strides(plan.kv_counts, 3),
+        *perm_strides, *head_plan_strides, heads, seq_len, x.padded_len, HEAD_DIM=head_dim,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_Q=plan.block_q,
+        BLOCK_K=plan.block_k, ROWS=QUANT_ROWS, EVEN_K=seq_len % plan.block_k == 0,
+        HAS_PERM=perm is not None, HAS_HEAD_PLANS=head_plans is not None,
+        RETURN_LSE=lse is not None, EMULATE_E4M3=INTERPRETED, num_warps=config.num_warps,
+        num_stages=config.num_stages,
     )  # fmt: skip

@@ -30,8 +30,9 @@ pytestmark = pytest.mark.usefixtures("triton_interpreter")
 # The acceptance bounds of issue 29, against float64 attention of the same inputs.
 MIN_COSINE = 0.999
 MAX_REL_L2 = 4e-2
-# Max |LSE - float64 LSE| (natural log): from the INT8 scores, a few 1e-3 at these sizes.
-MAX_LSE_ERROR = 3e-2
+# Max |LSE - float64 LSE| (natural log), from the INT8 scores: about 1e-2 on random inputs and
+# up to 3e-2 on the structured ones, whose logits reach 12 (measured over seeds).
+MAX_LSE_ERROR = 6e-2
 
 
 def accuracy(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:

@@ -149,16 +149,16 @@ def _lower_all() -> None:
     target = GPUTarget("cuda", 90, 32)
     backend = CUDABackend(target)
 
-    def lower(fn, constexprs, types, compile_to_cubin=True):
-        """Compile ``fn`` for sm_90 (to Triton IR only with ``compile_to_cubin=False``);
-        arguments not named are i32, ``None`` ones constexpr."""
+    def lower(fn, constexprs, types, compile_to_cubin=True, options=None):
+        """Compile ``fn`` for sm_90 (to Triton IR only with ``compile_to_cubin=False``) with
+        ``options`` (default 4 warps); arguments not named are i32, ``None`` ones constexpr."""
         signature = {
             name: "constexpr" if name in constexprs else types.get(name, "i32")
             for name in fn.arg_names
         }
         source = ASTSource(fn, signature=signature, constexprs=constexprs)
         if compile_to_cubin:
-            triton.compile(source, target=target, options={"num_warps": 4})
+            triton.compile(source, target=target, options=options or {"num_warps": 4})
             return
         options = backend.parse_options({})
         context = ir.context()
@@ -298,7 +298,10 @@ def _lower_8bit(lower, attention_8bit, plain, permuted) -> int:
         constexprs = {name: value for name, value in variant.items() if not name.startswith("MASS")}
         for name in ("KP", "VP"):
             constexprs.pop(name, None)
-        lower(attention_8bit._attention_8bit_fwd, base | constexprs, {**types, **plan_types})
+        lower(
+            attention_8bit._attention_8bit_fwd, base | constexprs, {**types, **plan_types},
+            options={"num_warps": config.num_warps, "num_stages": config.num_stages},
+        )  # fmt: skip
     return 4
 
 
