@@ -54,7 +54,11 @@ from dit_sparse.kernels import (
     dense_attention_with_lse,
     masked_row_errors,
 )
-from dit_sparse.kernels.attention_8bit import quantize_8bit
+from dit_sparse.kernels.attention_8bit import (
+    default_config_8bit,
+    launch_attention_8bit,
+    quantize_8bit,
+)
 from dit_sparse.kernels.block_mass import launch_block_attention_mass
 from dit_sparse.kernels.block_sparse_attention import (
     PRECISIONS,
@@ -91,6 +95,20 @@ TUNE_ATTENTION = [
         (128, 128, 4, 3),
         (64, 64, 4, 3),
         (64, 128, 4, 3),
+    ]
+]
+# Configs of the 8-bit kernel (`--tune PATH --precision 8bit`; no mass configs then).
+TUNE_ATTENTION_8BIT = [
+    KernelConfig(*c)
+    for c in [
+        (128, 128, 8, 3),
+        (128, 128, 8, 2),
+        (128, 128, 8, 4),
+        (128, 128, 4, 3),
+        (128, 64, 4, 3),
+        (128, 64, 8, 3),
+        (64, 128, 4, 3),
+        (64, 64, 4, 4),
     ]
 ]
 TUNE_MASS = [KernelConfig(128, bn, w, s) for bn in (64, 128) for w in (4, 8) for s in (2, 3)]
@@ -513,7 +531,8 @@ def extras(device, sizes) -> dict[str, Any]:
 
 def tune(device, sizes, save: Callable[[dict[str, Any]], None]) -> None:
     """Time each config of TUNE_ATTENTION at densities 1 and 1/8, then TUNE_MASS, on the first
-    shape; ``save`` gets the results so far after each config."""
+    shape (with ``--precision 8bit``: TUNE_ATTENTION_8BIT, the quantisation passes included,
+    errors against the bf16 kernel); ``save`` gets the results so far after each config."""
     heads, seq_len = sizes["shapes"][0]
     head_dim, block = sizes["head_dim"], sizes["block"]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -523,7 +542,9 @@ def tune(device, sizes, save: Callable[[dict[str, Any]], None]) -> None:
     plans = {d: random_plan(heads, seq_len, block, d, device) for d in (1.0, 1 / 8)}
     reference = {d: block_sparse_attention(q, k, v, plan) for d, plan in plans.items()}
     _, dense_lse = dense_attention_with_lse(q, k, v)
-    default = default_config(head_dim, block, block, device)
+    eight_bit = sizes["precision"] == "8bit"
+    launch = launch_attention_8bit if eight_bit else launch_block_sparse_attention
+    default = (default_config_8bit if eight_bit else default_config)(head_dim, block, block, device)
     result: dict[str, Any] = {
         "heads": heads,
         "seq_len": seq_len,
@@ -532,15 +553,12 @@ def tune(device, sizes, save: Callable[[dict[str, Any]], None]) -> None:
         "attention": [],
         "mass": [],
     }
-    for kind, config in [("attention", c) for c in TUNE_ATTENTION] + [
-        ("mass", c) for c in TUNE_MASS
-    ]:
+    configs = [("attention", c) for c in (TUNE_ATTENTION_8BIT if eight_bit else TUNE_ATTENTION)]
+    for kind, config in configs + [("mass", c) for c in ([] if eight_bit else TUNE_MASS)]:
         row: dict[str, Any] = {"config": config.__dict__}
         if kind == "attention":
             for density, plan in plans.items():
-                run = partial(
-                    launch_block_sparse_attention, q, k, v, plan, scale, out, None, config
-                )
+                run = partial(launch, q, k, v, plan, scale, out, None, config)
                 out.fill_(float("nan"))
                 row[f"ms@{density:g}"] = guarded(bench, run, device)
                 row[f"rel_error@{density:g}"] = rel_error(out, reference[density].double())
