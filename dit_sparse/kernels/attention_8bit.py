@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from ..plan import BlockPlan, num_blocks
-from .block_sparse_attention import _broadcast_strides, _plan_head
+from .block_sparse_attention import _broadcast_strides, _plan_head, plan_lookups
 from .launch import INTERPRETED, KernelConfig, tl, triton
 from .reference import QUANT_ROWS
 
@@ -401,7 +401,7 @@ def quantize_8bit(
         lse_shift=torch.empty(bh, padded, dtype=torch.float32, device=device),
         padded_len=padded,
     )
-    perm, permuted, perm_strides, head_plans, head_plan_strides = _plan_lookups(plan)
+    perm, permuted, perm_strides, head_plans, head_plan_strides = plan_lookups(plan)
     _quantize_qkv[(padded // QUANT_ROWS, bh)](
         q, k, v, k_sum, v_max, perm, permuted, head_plans, result.q8, result.k8, result.vt8,
         result.q_scale, result.k_scale, result.lse_shift, *q.stride()[:3], *k.stride()[:3],
@@ -410,21 +410,6 @@ def quantize_8bit(
         HAS_HEAD_PLANS=head_plans is not None, EMULATE_E4M3=INTERPRETED, num_warps=4,
     )  # fmt: skip
     return result
-
-
-def _plan_lookups(plan: BlockPlan):
-    """The plan's permutation, its per-head flags (as uint8, all set when absent) and
-    ``head_plans``, with their broadcast strides: the kernels' arguments for them."""
-    head_plans = plan.head_plans
-    head_plan_strides = (0, 0) if head_plans is None else _broadcast_strides(head_plans, 2)
-    perm, permuted, perm_strides = plan.perm, None, (0, 0, 0, 0)
-    if perm is not None:
-        permuted = plan.permuted
-        if permuted is None:
-            permuted = torch.ones(perm.shape[:2], dtype=torch.bool, device=perm.device)
-        permuted = permuted.view(torch.uint8)
-        perm_strides = (*_broadcast_strides(perm, 2), *_broadcast_strides(permuted, 2))
-    return perm, permuted, perm_strides, head_plans, head_plan_strides
 
 
 def launch_attention_8bit(
@@ -443,7 +428,7 @@ def launch_attention_8bit(
     """
     batch, heads, seq_len, head_dim = q.shape
     x = quantize_8bit(q, k, v, plan, scale)
-    perm, permuted, perm_strides, head_plans, head_plan_strides = _plan_lookups(plan)
+    perm, permuted, perm_strides, head_plans, head_plan_strides = plan_lookups(plan)
     kv_indices = (
         plan.kv_indices if plan.kv_indices.stride(-1) == 1 else plan.kv_indices.contiguous()
     )

@@ -428,18 +428,11 @@ def launch_block_sparse_attention(
         plan.kv_indices if plan.kv_indices.stride(-1) == 1 else plan.kv_indices.contiguous()
     )
     kv_counts = plan.kv_counts
-    head_plans = plan.head_plans
-    head_plan_strides = (0, 0) if head_plans is None else _broadcast_strides(head_plans, 2)
-    perm, permuted, k_perm, v_perm = plan.perm, None, None, None
-    perm_strides = (0, 0, 0, 0)
+    perm, permuted, perm_strides, head_plans, head_plan_strides = plan_lookups(plan)
+    k_perm, v_perm = None, None
     if perm is not None:
-        permuted = plan.permuted
-        if permuted is None:
-            permuted = torch.ones(perm.shape[:2], dtype=torch.bool, device=perm.device)
-        permuted = permuted.view(torch.uint8)
         k_perm = torch.empty((batch, heads, seq_len, head_dim), dtype=k.dtype, device=k.device)
         v_perm = torch.empty_like(k_perm)
-        perm_strides = (*_broadcast_strides(perm, 2), *_broadcast_strides(permuted, 2))
         _permute_kv[(num_blocks(seq_len, _PERMUTE_ROWS), batch * heads)](
             k, v, k_perm, v_perm, perm, permuted, head_plans,
             *k.stride()[:3], *v.stride()[:3], *perm_strides, *head_plan_strides, heads, seq_len,
@@ -481,6 +474,21 @@ class FusedMass:
 
     partials: MassPartials
     lse: torch.Tensor
+
+
+def plan_lookups(plan: BlockPlan):
+    """The plan's permutation, its per-head flags (uint8; all set when the plan has none) and
+    ``head_plans``, with their broadcast strides: the kernels' arguments for them."""
+    head_plans = plan.head_plans
+    head_plan_strides = (0, 0) if head_plans is None else _broadcast_strides(head_plans, 2)
+    perm, permuted, perm_strides = plan.perm, None, (0, 0, 0, 0)
+    if perm is not None:
+        permuted = plan.permuted
+        if permuted is None:
+            permuted = torch.ones(perm.shape[:2], dtype=torch.bool, device=perm.device)
+        permuted = permuted.view(torch.uint8)
+        perm_strides = (*_broadcast_strides(perm, 2), *_broadcast_strides(permuted, 2))
+    return perm, permuted, perm_strides, head_plans, head_plan_strides
 
 
 def _broadcast_strides(t: torch.Tensor, dims: int) -> tuple[int, ...]:

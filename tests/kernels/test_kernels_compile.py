@@ -24,13 +24,21 @@ import pytest
 
 # `.ci/run` installs the oldest supported Triton here (pip install --target): its compiler is
 # the one a GPU with torch's pinned Triton runs.
-FLOOR_TRITON = Path(__file__).resolve().parents[2] / ".ci" / "triton-floor"
+ROOT = Path(__file__).resolve().parents[2]
+FLOOR_TRITON = ROOT / ".ci" / "triton-floor"
+
+
+def _script_env(extra_path: Path | None = None) -> dict[str, str]:
+    """The environment of the script: no interpreter, and this checkout's ``dit_sparse`` first
+    (not one installed from another worktree), after ``extra_path`` if given."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    paths = [str(extra_path) if extra_path else "", str(ROOT), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    return env
 
 
 def _compile_all(extra_path: Path | None = None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    if extra_path is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path), env.get("PYTHONPATH")]))
+    env = _script_env(extra_path)
     done = subprocess.run(
         [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600
     )
@@ -72,7 +80,7 @@ def test_svg_profiling_pass_compiles_without_spills():
 
     if not _ptxas_path(triton).exists():
         pytest.skip("this Triton ships no ptxas to count registers with")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env = _script_env()
     done = subprocess.run(
         [sys.executable, __file__, "--spills"], env=env, capture_output=True, text=True, timeout=600
     )
