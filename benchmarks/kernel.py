@@ -1,6 +1,7 @@
 """Block-sparse attention kernel against cuDNN dense SDPA and compiled FlexAttention.
 
     python benchmarks/kernel.py [--out PATH]             # on a GPU: checks, sweep, extras
+    python benchmarks/kernel.py --precision 8bit [--out PATH]   # 8-bit checks and columns
     python benchmarks/kernel.py --tune PATH [--head-dim 64]   # try kernel configs, write, exit
     TRITON_INTERPRET=1 python benchmarks/kernel.py --tiny   # a CPU smoke test of the script
 
@@ -15,6 +16,11 @@ One run writes ``results/kernel-<gpu>.json`` with:
   blocks in every row, the diagonal always kept): the kernel, FlexAttention compiled on the same
   mask (`BlockPlan.to_flex_block_mask`) and cuDNN dense SDPA, with raw ms, effective TFLOP/s
   (computed blocks only), speedup over cuDNN dense and time ratio Flex / kernel.
+- with ``--precision 8bit`` (``results/kernel-8bit-<gpu>.json``): ``checks["8bit"]``, the
+  8-bit kernel's cosine similarity, relative L2 and LSE errors against float64 on random,
+  structured (`attention_layer.structured_qk`) and K-offset inputs, plain and permuted plans,
+  beside the bf16 kernel's; the sweep gets 8-bit columns (the quantisation passes included,
+  and timed alone as ``quantize_ms``); ``extras`` is left out.
 - ``extras``: perm plans (every head, or every other head, permuted) against the same plan
   without perm; `block_attention_mass` (exact at two block sizes, and from 16 of 64 rows)
   against one dense pass; `dense_attention_with_lse` against cuDNN SDPA without LSE.
@@ -48,12 +54,18 @@ from dit_sparse.kernels import (
     dense_attention_with_lse,
     masked_row_errors,
 )
+from dit_sparse.kernels.attention_8bit import (
+    default_config_8bit,
+    launch_attention_8bit,
+    quantize_8bit,
+)
 from dit_sparse.kernels.block_mass import launch_block_attention_mass
 from dit_sparse.kernels.block_sparse_attention import (
+    PRECISIONS,
     default_config,
     launch_block_sparse_attention,
 )
-from dit_sparse.kernels.launch import KernelConfig
+from dit_sparse.kernels.launch import KernelConfig, triton_runs_on
 from dit_sparse.kernels.reference import (
     block_attention_mass_reference,
     masked_row_errors_reference,
@@ -68,7 +80,9 @@ HEAD_DIM = 128
 BLOCK = 128
 SHAPES = [(12, 32760), (40, 32760), (12, 75600), (40, 75600)]  # (heads, tokens), batch 1
 DENSITIES = [1.0, 1 / 2, 1 / 4, 1 / 8, 1 / 16]
-TINY = dict(shapes=[(2, 300)], check_shape=(2, 200), block=32, head_dim=32)
+TINY = dict(shapes=[(2, 300)], check_shape=(2, 200), block=32, head_dim=32, frames=(2, 10, 10))
+# (frames, rows, columns) of the structured 8-bit check: check_shape's tokens.
+CHECK_FRAMES = (10, 20, 20)
 # Configs `--tune` tries for the attention kernel and the mass kernel (bf16).
 TUNE_ATTENTION = [
     KernelConfig(*c)
@@ -83,10 +97,24 @@ TUNE_ATTENTION = [
         (64, 128, 4, 3),
     ]
 ]
+# Configs of the 8-bit kernel (`--tune PATH --precision 8bit`; no mass configs then).
+TUNE_ATTENTION_8BIT = [
+    KernelConfig(*c)
+    for c in [
+        (128, 128, 8, 3),
+        (128, 128, 8, 2),
+        (128, 128, 8, 4),
+        (128, 128, 4, 3),
+        (128, 64, 4, 3),
+        (128, 64, 8, 3),
+        (64, 128, 4, 3),
+        (64, 64, 4, 4),
+    ]
+]
 TUNE_MASS = [KernelConfig(128, bn, w, s) for bn in (64, 128) for w in (4, 8) for s in (2, 3)]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--out", default=None, help="results JSON (default: results/kernel-<gpu>.json)"
@@ -101,15 +129,25 @@ def main() -> None:
         default=None,
         help="HxS,... to sweep (default: 12x32760,40x32760,12x75600,40x75600)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="bf16",
+        help="8bit: also the 8-bit kernel (checks and sweep columns; no extras)",
+    )
+    args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu" and not args.tiny:
         raise SystemExit("the kernel benchmark needs a CUDA GPU (or --tiny for a smoke test)")
     sizes = (
         TINY
         if args.tiny
-        else dict(shapes=SHAPES, check_shape=(4, 4000), block=BLOCK, head_dim=HEAD_DIM)
-    )
+        else dict(
+            shapes=SHAPES, check_shape=(4, 4000), block=BLOCK, head_dim=HEAD_DIM,
+            frames=CHECK_FRAMES,
+        )
+    )  # fmt: skip
+    sizes["precision"] = args.precision
     if not args.tiny:
         sizes["head_dim"] = args.head_dim
     if args.shapes:
@@ -124,17 +162,22 @@ def main() -> None:
             lambda result: write(Path(args.tune), {**environment(device), "tune": result}),
         )
         return
-    out = Path(args.out) if args.out else RESULTS / f"kernel-{device_slug(device)}.json"
+    prefix = "kernel" if args.precision == "bf16" else f"kernel-{args.precision}"
+    out = Path(args.out) if args.out else RESULTS / f"{prefix}-{device_slug(device)}.json"
     document: dict[str, Any] = {
         **environment(device),
         "batch": 1,
         "head_dim": sizes["head_dim"],
         "block": sizes["block"],
         "dtype": "bfloat16",
+        "precision": args.precision,
         "densities": DENSITIES,
         "timing": "triton.testing.do_bench median, ms" if device.type == "cuda" else "wall ms",
     }
-    for section, run in (("checks", checks), ("sweep", sweep), ("extras", extras)):
+    sections = [("checks", checks), ("sweep", sweep), ("extras", extras)]
+    if args.precision == "8bit":
+        sections[-1] = ("checks_8bit", checks_8bit)
+    for section, run in sections:
         document[section] = run(device, sizes)
         write(out, document)  # after each section, so that a cut-off run keeps what it has
     print_tables(document)
@@ -331,6 +374,10 @@ def sweep(device, sizes) -> list[dict[str, Any]]:
         cudnn_ms = bench(partial(dense, q, k, v), device)
         dense_flops = 4.0 * head_dim * heads * seq_len**2
         print(f"H{heads} S{seq_len}: cuDNN dense {cudnn_ms:.3f} ms", flush=True)
+        eight_bit, quantize_ms = sizes["precision"] == "8bit", None
+        if eight_bit and triton_runs_on(device):  # the passes alone; the reference has none
+            plain = BlockPlan.dense(1, 1, seq_len, block, block, device)
+            quantize_ms = bench(partial(quantize_8bit, q, k, v, plain, head_dim**-0.5), device)
         for density in DENSITIES:
             plan = random_plan(heads, seq_len, block, density, device)
             block_mask = plan.to_flex_block_mask()
@@ -352,14 +399,76 @@ def sweep(device, sizes) -> list[dict[str, Any]]:
                 "flex_over_kernel": flex_ms / ours_ms if isinstance(flex_ms, float) else None,
                 "flex_speedup_vs_cudnn": cudnn_ms / flex_ms if isinstance(flex_ms, float) else None,
             }
+            if eight_bit:
+                ms = bench(partial(block_sparse_attention, q, k, v, plan, precision="8bit"), device)
+                row.update(
+                    kernel_8bit_ms=ms, quantize_ms=quantize_ms,
+                    kernel_8bit_tflops=flops / ms / 1e9, speedup_8bit_vs_cudnn=cudnn_ms / ms,
+                    bf16_over_8bit=ours_ms / ms,
+                )  # fmt: skip
             rows.append(row)
             print(
                 f"  density {density:.4f}: kernel {ours_ms:.3f} ms ({row['kernel_tflops']:.0f} "
-                f"TFLOP/s, {row['speedup_vs_cudnn']:.2f}x cuDNN), flex {flex_ms}",
+                f"TFLOP/s, {row['speedup_vs_cudnn']:.2f}x cuDNN), flex {flex_ms}"
+                + (
+                    f", 8-bit {row['kernel_8bit_ms']:.3f} ms ({row['speedup_8bit_vs_cudnn']:.2f}x)"
+                    if "kernel_8bit_ms" in row
+                    else ""
+                ),
                 flush=True,
             )
         del q, k, v
     return rows
+
+
+def checks_8bit(device, sizes) -> dict[str, Any]:
+    """The 8-bit kernel against float64 attention (and the bf16 kernel's error beside it), at
+    the check shape: random, structured (local heads, ``head_dim`` 128) and K with a large
+    per-channel offset, on a random plan of density 1/4 (also permuted) and a full plan."""
+    from attention_layer import structured_qk
+
+    heads, seq_len = sizes["check_shape"]
+    head_dim, block = sizes["head_dim"], sizes["block"]
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    generator = torch.Generator(device=device).manual_seed(0)
+    result: dict[str, Any] = {"heads": heads, "seq_len": seq_len, "dtype": str(dtype)}
+    for case in ("random", "structured", "k_offset"):
+        if case == "structured":
+            q = k = structured_qk(TokenLayout(*sizes["frames"]), heads, generator, device)
+            v = torch.randn(q.shape, generator=generator, device=device)
+        else:
+            q, k, v = random_qkv(heads, seq_len, head_dim, torch.float32, device)
+        if case == "k_offset":
+            k = k + 8.0 * torch.randn(1, heads, 1, head_dim, generator=generator, device=device)
+        q, k, v = (t.to(dtype) for t in (q, k, v))
+        plans = {
+            "density 1/4": random_plan(heads, seq_len, block, 0.25, device),
+            "density 1/4 permuted": random_plan(heads, seq_len, block, 0.25, device, perm=True),
+            "dense": BlockPlan.dense(1, 1, seq_len, block, block, device),
+        }
+        for name, plan in plans.items():
+            ref, ref_lse = block_sparse_attention_reference(
+                *(t.double() for t in (q, k, v)), plan, return_lse=True
+            )
+            out, lse = block_sparse_attention(q, k, v, plan, return_lse=True, precision="8bit")
+            bf16 = block_sparse_attention(q, k, v, plan)
+            finite = torch.isfinite(ref_lse)
+            entry = {
+                "head_dim": q.shape[-1],
+                "cosine": cosine(out, ref),
+                "rel_l2": rel_error(out, ref),
+                "lse_max_abs_error": (lse.double() - ref_lse)[finite].abs().max().item(),
+                "bf16_kernel_rel_l2": rel_error(bf16, ref),
+                "output_finite": bool(torch.isfinite(out).all()),
+            }
+            result[f"{case}, {name}"] = entry
+            print(f"check 8bit {case}, {name}: {entry}", flush=True)
+    return result
+
+
+def cosine(x: torch.Tensor, ref: torch.Tensor) -> float:
+    x, ref = x.double().flatten(), ref.flatten()
+    return (x @ ref / (x.norm() * ref.norm())).item()
 
 
 def extras(device, sizes) -> dict[str, Any]:
@@ -422,7 +531,8 @@ def extras(device, sizes) -> dict[str, Any]:
 
 def tune(device, sizes, save: Callable[[dict[str, Any]], None]) -> None:
     """Time each config of TUNE_ATTENTION at densities 1 and 1/8, then TUNE_MASS, on the first
-    shape; ``save`` gets the results so far after each config."""
+    shape (with ``--precision 8bit``: TUNE_ATTENTION_8BIT, the quantisation passes included,
+    errors against the bf16 kernel); ``save`` gets the results so far after each config."""
     heads, seq_len = sizes["shapes"][0]
     head_dim, block = sizes["head_dim"], sizes["block"]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -432,7 +542,9 @@ def tune(device, sizes, save: Callable[[dict[str, Any]], None]) -> None:
     plans = {d: random_plan(heads, seq_len, block, d, device) for d in (1.0, 1 / 8)}
     reference = {d: block_sparse_attention(q, k, v, plan) for d, plan in plans.items()}
     _, dense_lse = dense_attention_with_lse(q, k, v)
-    default = default_config(head_dim, block, block, device)
+    eight_bit = sizes["precision"] == "8bit"
+    launch = launch_attention_8bit if eight_bit else launch_block_sparse_attention
+    default = (default_config_8bit if eight_bit else default_config)(head_dim, block, block, device)
     result: dict[str, Any] = {
         "heads": heads,
         "seq_len": seq_len,
@@ -441,15 +553,12 @@ def tune(device, sizes, save: Callable[[dict[str, Any]], None]) -> None:
         "attention": [],
         "mass": [],
     }
-    for kind, config in [("attention", c) for c in TUNE_ATTENTION] + [
-        ("mass", c) for c in TUNE_MASS
-    ]:
+    configs = [("attention", c) for c in (TUNE_ATTENTION_8BIT if eight_bit else TUNE_ATTENTION)]
+    for kind, config in configs + [("mass", c) for c in ([] if eight_bit else TUNE_MASS)]:
         row: dict[str, Any] = {"config": config.__dict__}
         if kind == "attention":
             for density, plan in plans.items():
-                run = partial(
-                    launch_block_sparse_attention, q, k, v, plan, scale, out, None, config
-                )
+                run = partial(launch, q, k, v, plan, scale, out, None, config)
                 out.fill_(float("nan"))
                 row[f"ms@{density:g}"] = guarded(bench, run, device)
                 row[f"rel_error@{density:g}"] = rel_error(out, reference[density].double())
@@ -492,7 +601,22 @@ def print_tables(document: dict[str, Any]) -> None:
             f"{row['speedup_vs_cudnn']:.2f}x | {flex_ms:.2f} | "
             f"{(row['flex_over_kernel'] or float('nan')):.2f} |"
         )
-    print(json.dumps(document["extras"], indent=1))
+    rows_8bit = [row for row in document["sweep"] if "kernel_8bit_ms" in row]
+    if rows_8bit:
+        print(
+            "\n| H | S | density | 8-bit ms | TFLOP/s | vs cuDNN dense | bf16 / 8-bit | quantise ms |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for row in rows_8bit:
+            print(
+                f"| {row['heads']} | {row['seq_len']} | 1/{round(1 / row['density'])} | "
+                f"{row['kernel_8bit_ms']:.2f} | {row['kernel_8bit_tflops']:.0f} | "
+                f"{row['speedup_8bit_vs_cudnn']:.2f}x | {row['bf16_over_8bit']:.2f} | "
+                f"{row['quantize_ms'] or float('nan'):.2f} |"
+            )
+    for section in ("extras", "checks_8bit"):
+        if section in document:
+            print(json.dumps(document[section], indent=1))
     print(json.dumps(document["checks"], indent=1))
     sys.stdout.flush()
 

@@ -32,7 +32,7 @@ from .launch import (
     triton_runs_on,
     warn_fallback,
 )
-from .reference import block_sparse_attention_reference
+from .reference import block_sparse_attention_8bit_reference, block_sparse_attention_reference
 
 # Per head dim, for fp16/bf16 on CUDA. At D = 128 the fastest that `benchmarks/kernel.py --tune`
 # found (timings: docs/BENCHMARKS.md); TMA loads and Triton's warp specialization gained
@@ -345,6 +345,7 @@ def block_sparse_attention(
     scale: float | None = None,
     return_lse: bool = False,
     out: torch.Tensor | None = None,
+    precision: str = "bf16",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attention of ``q`` to the key blocks ``plan`` lists, ``[B, H, S, D]`` in and out.
 
@@ -358,6 +359,10 @@ def block_sparse_attention(
         scale: score scale, default ``1 / sqrt(D)``; must be positive.
         return_lse: also return the natural-log log-sum-exp of each row's scaled scores.
         out: optional ``[B, H, S, D]`` buffer of q's dtype and device to write O into.
+        precision: ``"bf16"`` (default): scores and P V in the input dtype's tensor-core
+            precision. ``"8bit"``: INT8 Q K^T and FP8 e4m3 P V with fp32 accumulation
+            (`dit_sparse.kernels.attention_8bit`); needs ``D >= 32``, ``plan.block_k >= 32``
+            and, on CUDA, FP8 tensor cores (compute capability 8.9 or newer).
 
     Returns:
         O in q's dtype, and with ``return_lse`` also fp32 LSE ``[B, H, S]``. A row whose query
@@ -389,9 +394,15 @@ def _block_sparse_attention(
     out: torch.Tensor | None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     scale = _check_inputs(q, k, v, plan, scale, out)
+    eight_bit = _check_precision(precision, q.shape[-1], plan)
     if not triton_runs_on(q.device):
         warn_fallback("block_sparse_attention", q.device)
-        result = block_sparse_attention_reference(q, k, v, plan, scale, return_lse=True)
+        reference = (
+            block_sparse_attention_8bit_reference
+            if eight_bit
+            else (block_sparse_attention_reference)
+        )
+        result = reference(q, k, v, plan, scale, return_lse=True)
         if out is not None:
             out.copy_(result[0])
             result = (out, result[1])
@@ -402,8 +413,13 @@ def _block_sparse_attention(
         q, k, v = q.float(), k.float(), v.float()
     kernel_out = out if out is not None and out.dtype == q.dtype else torch.empty_like(q)
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device) if return_lse else None
-    config = default_config(q.shape[-1], plan.block_q, plan.block_k, q.device)
-    launch_block_sparse_attention(q, k, v, plan, scale, kernel_out, lse, config)
+    if eight_bit:
+        check_8bit_device(q.device)
+        config = default_config_8bit(q.shape[-1], plan.block_q, plan.block_k, q.device)
+        launch_attention_8bit(q, k, v, plan, scale, kernel_out, lse, config)
+    else:
+        config = default_config(q.shape[-1], plan.block_q, plan.block_k, q.device)
+        launch_block_sparse_attention(q, k, v, plan, scale, kernel_out, lse, config)
     if out is None:
         out = kernel_out.to(dtype)
     elif out is not kernel_out:
@@ -467,18 +483,11 @@ def launch_block_sparse_attention(
         plan.kv_indices if plan.kv_indices.stride(-1) == 1 else plan.kv_indices.contiguous()
     )
     kv_counts = plan.kv_counts
-    head_plans = plan.head_plans
-    head_plan_strides = (0, 0) if head_plans is None else _broadcast_strides(head_plans, 2)
-    perm, permuted, k_perm, v_perm = plan.perm, None, None, None
-    perm_strides = (0, 0, 0, 0)
+    perm, permuted, perm_strides, head_plans, head_plan_strides = plan_lookups(plan)
+    k_perm, v_perm = None, None
     if perm is not None:
-        permuted = plan.permuted
-        if permuted is None:
-            permuted = torch.ones(perm.shape[:2], dtype=torch.bool, device=perm.device)
-        permuted = permuted.view(torch.uint8)
         k_perm = torch.empty((batch, heads, seq_len, head_dim), dtype=k.dtype, device=k.device)
         v_perm = torch.empty_like(k_perm)
-        perm_strides = (*_broadcast_strides(perm, 2), *_broadcast_strides(permuted, 2))
         _permute_kv[(num_blocks(seq_len, _PERMUTE_ROWS), batch * heads)](
             k, v, k_perm, v_perm, perm, permuted, head_plans,
             *k.stride()[:3], *v.stride()[:3], *perm_strides, *head_plan_strides, heads, seq_len,
@@ -522,9 +531,43 @@ class FusedMass:
     lse: torch.Tensor
 
 
+def plan_lookups(plan: BlockPlan):
+    """The plan's permutation, its per-head flags (uint8; all set when the plan has none) and
+    ``head_plans``, with their broadcast strides: the kernels' arguments for them."""
+    head_plans = plan.head_plans
+    head_plan_strides = (0, 0) if head_plans is None else _broadcast_strides(head_plans, 2)
+    perm, permuted, perm_strides = plan.perm, None, (0, 0, 0, 0)
+    if perm is not None:
+        permuted = plan.permuted
+        if permuted is None:
+            permuted = torch.ones(perm.shape[:2], dtype=torch.bool, device=perm.device)
+        permuted = permuted.view(torch.uint8)
+        perm_strides = (*_broadcast_strides(perm, 2), *_broadcast_strides(permuted, 2))
+    return perm, permuted, perm_strides, head_plans, head_plan_strides
+
+
 def _broadcast_strides(t: torch.Tensor, dims: int) -> tuple[int, ...]:
     """Strides of the first ``dims`` dims, 0 where the size is 1 (broadcast)."""
     return tuple(0 if t.shape[d] == 1 else t.stride(d) for d in range(dims))
+
+
+PRECISIONS = ("bf16", "8bit")
+
+
+def _check_precision(precision: str, head_dim: int, plan: BlockPlan) -> bool:
+    """Raise unless ``precision`` is one the kernel takes (and the 8-bit kernel can take this
+    head dim and plan); return whether it is ``"8bit"``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16":
+        return False
+    if head_dim < MIN_8BIT_DIM or plan.block_k < MIN_8BIT_DIM:
+        raise ValueError(
+            f'precision="8bit" needs head dim and plan.block_k >= {MIN_8BIT_DIM} (8-bit tensor '
+            f"cores reduce over at least {MIN_8BIT_DIM}); got D = {head_dim}, "
+            f"block_k = {plan.block_k}"
+        )
+    return True
 
 
 def _check_inputs(
@@ -571,3 +614,12 @@ def _check_inputs(
             f"got {tuple(out.shape)} {out.dtype} on {out.device} with strides {out.stride()}"
         )
     return resolve_scale(scale, head_dim)
+
+
+# Imported last: the 8-bit kernel module reuses this one's jit helpers.
+from .attention_8bit import (  # noqa: E402
+    MIN_8BIT_DIM,
+    check_8bit_device,
+    default_config_8bit,
+    launch_attention_8bit,
+)

@@ -248,3 +248,105 @@ def kept_blocks_ascending_reference(
     last = torch.iinfo(order.dtype).max
     index = torch.where(take, order[..., :max_kv], last).sort(-1).values
     return torch.where(take, index, 0).to(torch.int32).contiguous()
+
+
+# --- 8-bit attention ------------------------------------------------------------------------
+
+# Largest magnitudes of the 8-bit codes: INT8 for Q and K, FP8 e4m3 for P and V.
+INT8_MAX = 127.0
+E4M3_MAX = 448.0
+# Rows that share one quantisation scale of Q (and of K) in plan order, per (batch, head).
+QUANT_ROWS = 64
+
+
+def quantize_rows_int8(x: torch.Tensor, rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric INT8 codes of ``x`` ``[B, H, S, D]`` (as float) and their fp32 scales, one
+    per ``rows`` consecutive rows of each head (``[B, H, ceil(S / rows)]``), or per tensor
+    (``rows=None``, shape ``[1, 1, 1]``); ``x ~ codes * scale`` row by row."""
+    batch, heads, seq_len, dim = x.shape
+    x = x.float()
+    if rows is None:
+        amax = x.abs().amax().reshape(1, 1, 1)
+    else:
+        padded = _pad_rows(x, -(-seq_len // rows) * rows)
+        amax = padded.abs().view(batch, heads, -1, rows * dim).amax(-1)
+    scale = (amax / INT8_MAX).clamp_min(torch.finfo(torch.float32).tiny)
+    codes = torch.round(x / _row_scales(scale, rows, seq_len)[..., None])
+    codes = codes.clamp(-INT8_MAX, INT8_MAX)
+    return codes, scale
+
+
+def to_e4m3(x: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to FP8 e4m3 (saturating at +-448), back in ``x``'s dtype."""
+    return x.clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).to(x.dtype)
+
+
+def block_sparse_attention_8bit_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: BlockPlan,
+    scale: float | None = None,
+    return_lse: bool = False,
+    *,
+    q_rows: int | None = QUANT_ROWS,
+    k_rows: int | None = QUANT_ROWS,
+    smooth_k: bool = True,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """`block_sparse_attention(..., precision="8bit")` in plain torch: the same quantisation
+    as the Triton kernel, ``[B, H, S, D]`` in and out.
+
+    K loses its per-(batch, head) mean over tokens (each row's scores shift by one constant,
+    which softmax ignores; the LSE gets it back from unquantised Q). Q and smoothed K become
+    INT8 with one scale per ``q_rows`` / ``k_rows`` rows of each head in plan order (None: one
+    per tensor); their product is exact. The probabilities of each row, relative to its max,
+    are scaled by 448 and rounded to FP8 e4m3; V is e4m3 with one scale per channel of each
+    head; P V is summed in fp32 and divided by the row sum of unrounded probabilities.
+    O comes back in q's dtype, LSE (natural log) in fp32; a row without key blocks gets 0 and
+    ``-inf``, as `block_sparse_attention_reference`.
+    """
+    batch, heads, seq_len, head_dim = q.shape
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    qf, kf, vf = (t.float() for t in (q, k, v))
+    k_mean = kf.mean(2, keepdim=True) if smooth_k else torch.zeros_like(kf[:, :, :1])
+    lse_shift = (qf @ k_mean.transpose(-1, -2))[..., 0] * scale  # [B, H, S]
+    plan = plan.expanded()
+    perm = plan.head_perms()
+    kf = kf - k_mean
+    if perm is not None:
+        qf, kf, vf = (permute_tokens(t, perm) for t in (qf, kf, vf))
+    q8, q_scale = quantize_rows_int8(qf, q_rows)
+    k8, k_scale = quantize_rows_int8(kf, k_rows)
+    q_row_scale = _row_scales(q_scale, q_rows, seq_len).expand(batch, heads, -1)
+    k_row_scale = _row_scales(k_scale, k_rows, seq_len).expand(batch, heads, -1)
+    v_scale = (vf.abs().amax(2, keepdim=True) / E4M3_MAX).clamp_min(torch.finfo(torch.float32).tiny)
+    v8 = to_e4m3(vf / v_scale)
+    out = torch.zeros_like(qf)
+    lse = torch.full(qf.shape[:3], float("-inf"), device=q.device)
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(1, batch * heads * seq_len))
+    for start in range(0, seq_len, rows_per_chunk):
+        rows = slice(start, min(seq_len, start + rows_per_chunk))
+        scores = (q8[:, :, rows] @ k8.transpose(-1, -2)) * (
+            q_row_scale[:, :, rows, None] * k_row_scale[:, :, None, :] * scale
+        )
+        keep = token_mask_rows(plan, rows, batch)
+        scores = scores.masked_fill(~keep, float("-inf"))
+        row_max = scores.amax(-1, keepdim=True).nan_to_num(neginf=0.0)
+        probs = torch.exp(scores - row_max)
+        row_sum = probs.sum(-1)
+        p8 = to_e4m3(probs * E4M3_MAX)
+        has_keys = row_sum > 0
+        out[:, :, rows] = (p8 @ v8) * v_scale / (E4M3_MAX * row_sum.clamp_min(1e-30)[..., None])
+        lse[:, :, rows] = torch.where(has_keys, row_max[..., 0] + row_sum.log(), float("-inf"))
+    if perm is not None:
+        out, lse = unpermute_tokens(out, perm), unpermute_tokens(lse, perm)
+    lse = lse + lse_shift
+    out = out.to(q.dtype)
+    return (out, lse) if return_lse else out
+
+
+def _row_scales(scales: torch.Tensor, rows: int | None, seq_len: int) -> torch.Tensor:
+    """Per-group scales ``[B|1, H|1, groups]`` spread to one per row ``[.., S]``."""
+    if rows is None:
+        return scales.expand(-1, -1, seq_len)
+    return scales.repeat_interleave(rows, -1)[..., :seq_len]

@@ -313,15 +313,15 @@ class AdaSpa(SparseMethod):
     ) -> torch.Tensor | None:
         """On the last dense step before this layer's first sparse one (`uses_warmup_lse`),
         compute the exact output with `dense_attention_with_lse` and keep the LSE for the first
-        search; any other dense call runs the model's own attention (None). Reported as kind
-        ``"dense-lse"``."""
+        search; any other dense call runs as ``dense_precision`` says (the base's). Reported
+        as kind ``"dense-lse"``."""
         following = replace(call, step=call.step + 1, info={})
         if (
             not self.uses_warmup_lse(call.num_steps)
             or (call.num_steps is not None and following.step >= call.num_steps)
             or self.runs_dense(following)
         ):
-            return None
+            return super().attend_dense(q, k, v, call)
         out, lse = dense_attention_with_lse(q, k, v, scale=call.scale)
         call.cache[("adaspa", call.layer)] = _LayerState(_state_key(q, call), lse)
         call.info.update(kind="dense-lse", density=1.0)
@@ -358,12 +358,14 @@ class AdaSpa(SparseMethod):
             mass = self._mass(q, k, lse, call.layout, call.scale)
             kind, dense_passes, mass_passes = "cached-search", 0, 1
         else:
-            out = block_sparse_attention(q, k, v, state.plan, scale=call.scale)
+            out = block_sparse_attention(
+                q, k, v, state.plan, scale=call.scale, precision=self.precision
+            )
             call.info.update(kind="reuse", density=state.density, dense_passes=0, mass_passes=0)
             return out
         plan, coverage = self._select(mass, call.layout, call.heads)
         if kind == "cached-search":
-            out = block_sparse_attention(q, k, v, plan, scale=call.scale)
+            out = block_sparse_attention(q, k, v, plan, scale=call.scale, precision=self.precision)
         head_density = plan.density_per_head()
         state = _LayerState(key, lse, plan, head_density.mean())
         call.cache[slot] = state

@@ -7,8 +7,14 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..kernels import block_sparse_attention
+from ..kernels.block_sparse_attention import PRECISIONS
 from ..layout import TokenLayout
 from ..parallel import HeadPartition
+from ..plan import BlockPlan
+
+# What `SparseMethod.dense_precision` takes: the model's own attention, or our 8-bit kernel.
+DENSE_PRECISIONS = ("model", "8bit")
 
 
 @dataclass
@@ -53,6 +59,11 @@ class SparseMethod:
             [0, 1] is a share of the pipeline's step count (0.2 of 50 steps = 10).
         dense_final_steps: trailing steps run dense (some users of Radial ask for this).
         dense_layers: leading attention layers run dense (an int, or a float share).
+        precision: arithmetic of the sparse steps' attention kernel: ``"bf16"`` (the input
+            dtype's tensor cores) or ``"8bit"`` (INT8 Q K^T, FP8 P V; see
+            `dit_sparse.kernels.attention_8bit`).
+        dense_precision: the calls the schedule keeps dense: ``"model"`` (the model's own
+            attention) or ``"8bit"`` (our 8-bit kernel with a full plan).
     """
 
     name: ClassVar[str] = "base"
@@ -60,8 +71,16 @@ class SparseMethod:
     dense_steps: int | float = 0
     dense_final_steps: int = 0
     dense_layers: int | float = 0
+    precision: str = "bf16"
+    dense_precision: str = "model"
 
     def __post_init__(self) -> None:
+        for name, accepted in (("precision", PRECISIONS), ("dense_precision", DENSE_PRECISIONS)):
+            if getattr(self, name) not in accepted:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(map(repr, accepted))}; "
+                    f"got {getattr(self, name)!r}"
+                )
         for name in ("dense_steps", "dense_layers"):
             value = getattr(self, name)
             if isinstance(value, float) and not 0.0 <= value <= 1.0:
@@ -91,10 +110,18 @@ class SparseMethod:
     def attend_dense(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall
     ) -> torch.Tensor | None:
-        """A call the schedule keeps dense (and unmasked): return its exact output to compute it
-        yourself, say to keep statistics from it, or None (the default) to let the model's own
-        attention run."""
-        return None
+        """A call the schedule keeps dense (and unmasked): return its output to compute it
+        yourself, say to keep statistics from it, or None to let the model's own attention run
+        (the default, unless ``dense_precision="8bit"``: then our 8-bit kernel on a full plan)."""
+        if self.dense_precision == "model":
+            return None
+        key = ("dense-plan", q.shape[-2], q.device)
+        if key not in call.cache:
+            call.cache[key] = BlockPlan.dense(1, 1, q.shape[-2], device=q.device)
+        call.info.update(kind="dense-8bit", density=1.0)
+        return block_sparse_attention(
+            q, k, v, call.cache[key], scale=call.scale, precision=self.dense_precision
+        )
 
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall

@@ -169,7 +169,7 @@ class Radial(SparseMethod):
             )
         plan, density = self._plan_and_density(call.layout, q.device)
         call.info.update(kind="radial", density=density, frames=call.layout.frames)
-        return block_sparse_attention(q, k, v, plan, scale=call.scale)
+        return block_sparse_attention(q, k, v, plan, scale=call.scale, precision=self.precision)
 
     def reset(self) -> None:
         self._masks.clear()

@@ -219,7 +219,9 @@ class SparseVideoGen(SparseMethod):
             self.seed + 1_000_003 * call.step + 10_007 * call.layer
         )
         _, kinds, temporal = self._profile(q, k, v, call.layout, call.scale, generator)
-        out = block_sparse_attention(q, k, v, masks.plan(kinds), scale=call.scale)
+        out = block_sparse_attention(
+            q, k, v, masks.plan(kinds), scale=call.scale, precision=self.precision
+        )
         call.info.update(
             kind="svg",
             density=masks.density_of(temporal, kinds.numel()),

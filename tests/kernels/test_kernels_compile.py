@@ -24,18 +24,26 @@ import pytest
 
 # `.ci/run` installs the oldest supported Triton here (pip install --target): its compiler is
 # the one a GPU with torch's pinned Triton runs.
-FLOOR_TRITON = Path(__file__).resolve().parents[2] / ".ci" / "triton-floor"
+ROOT = Path(__file__).resolve().parents[2]
+FLOOR_TRITON = ROOT / ".ci" / "triton-floor"
+
+
+def _script_env(extra_path: Path | None = None) -> dict[str, str]:
+    """The environment of the script: no interpreter, and this checkout's ``dit_sparse`` first
+    (not one installed from another worktree), after ``extra_path`` if given."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    paths = [str(extra_path) if extra_path else "", str(ROOT), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    return env
 
 
 def _compile_all(extra_path: Path | None = None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    if extra_path is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path), env.get("PYTHONPATH")]))
+    env = _script_env(extra_path)
     done = subprocess.run(
         [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    expected = "compiled 9 kernel variants for sm_90; the chained comparison was rejected"
+    expected = "compiled 13 kernel variants for sm_90; the chained comparison was rejected"
     assert expected in done.stdout, done.stdout
     return done.stdout
 
@@ -72,7 +80,7 @@ def test_svg_profiling_pass_compiles_without_spills():
 
     if not _ptxas_path(triton).exists():
         pytest.skip("this Triton ships no ptxas to count registers with")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env = _script_env()
     done = subprocess.run(
         [sys.executable, __file__, "--spills"], env=env, capture_output=True, text=True, timeout=600
     )
@@ -138,24 +146,27 @@ def _lower_all() -> None:
     from triton.compiler import ASTSource
 
     # The modules, not the functions of the same name that dit_sparse.kernels exports.
-    attention, block_mass, block_select, masked_rows = (
+    attention, attention_8bit, block_mass, block_select, masked_rows = (
         importlib.import_module(f"dit_sparse.kernels.{name}")
-        for name in ("block_sparse_attention", "block_mass", "block_select", "masked_rows")
-    )
+        for name in (
+            "block_sparse_attention", "attention_8bit", "block_mass", "block_select",
+            "masked_rows",
+        )
+    )  # fmt: skip
 
     target = GPUTarget("cuda", 90, 32)
     backend = CUDABackend(target)
 
-    def lower(fn, constexprs, types, compile_to_cubin=True):
-        """Compile ``fn`` for sm_90 (to Triton IR only with ``compile_to_cubin=False``);
-        arguments not named are i32, ``None`` ones constexpr."""
+    def lower(fn, constexprs, types, compile_to_cubin=True, options=None):
+        """Compile ``fn`` for sm_90 (to Triton IR only with ``compile_to_cubin=False``) with
+        ``options`` (default 4 warps); arguments not named are i32, ``None`` ones constexpr."""
         signature = {
             name: "constexpr" if name in constexprs else types.get(name, "i32")
             for name in fn.arg_names
         }
         source = ASTSource(fn, signature=signature, constexprs=constexprs)
         if compile_to_cubin:
-            triton.compile(source, target=target, options={"num_warps": 4})
+            triton.compile(source, target=target, options=options or {"num_warps": 4})
             return
         options = backend.parse_options({})
         context = ir.context()
@@ -263,9 +274,43 @@ def _lower_all() -> None:
         {"ORDER": "*i64", "COUNTS": "*i32", "OUT": "*i32"},
     )
     count += 6
+    count += _lower_8bit(lower, attention_8bit, plain, permuted)
     rejected_text = "was rejected" if rejected else "was NOT rejected"
     print(f"Triton {triton.__version__}: compiled {count} kernel variants for sm_90;", end=" ")
     print(f"the chained comparison {rejected_text}")
+
+
+def _lower_8bit(lower, attention_8bit, plain, permuted) -> int:
+    """The 8-bit attention's passes and kernel (plain, and SVG's permuted shared plans), at the
+    launcher's D = 128 tiles. Returns how many variants were compiled."""
+    config = attention_8bit._GPU_CONFIGS[128]
+    lower(
+        attention_8bit._kv_stats,
+        dict(HEAD_DIM=128, ROWS=attention_8bit._STATS_ROWS),
+        {"K": "*bf16", "V": "*bf16", "K_SUM": "*fp32", "V_MAX": "*fp32"},
+    )
+    quantized = {"Q8": "*i8", "K8": "*i8", "VT8": "*fp8e4nv", "Q_SCALE": "*fp32"}
+    quantized |= {"K_SCALE": "*fp32", "V_MAX": "*fp32", "LSE_SHIFT": "*fp32"}
+    plan_types = {"PERM": "*i64", "PERMUTED": "*u8", "HEAD_PLANS": "*i64"}
+    lower(
+        attention_8bit._quantize_qkv,
+        dict(HEAD_DIM=128, ROWS=attention_8bit.QUANT_ROWS, HAS_PERM=True, HAS_HEAD_PLANS=True)
+        | {"EMULATE_E4M3": False},
+        {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "K_SUM": "*fp32", **quantized, **plan_types,
+         "scale": "fp32"},
+    )  # fmt: skip
+    base = dict(HEAD_DIM=128, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_Q=128)
+    base |= dict(BLOCK_K=128, ROWS=attention_8bit.QUANT_ROWS, EVEN_K=False, EMULATE_E4M3=False)
+    types = {**quantized, "Out": "*bf16", "LSE": "*fp32", "KV_IDX": "*i32", "KV_CNT": "*i32"}
+    for variant in (plain, permuted):
+        constexprs = {name: value for name, value in variant.items() if not name.startswith("MASS")}
+        for name in ("KP", "VP"):
+            constexprs.pop(name, None)
+        lower(
+            attention_8bit._attention_8bit_fwd, base | constexprs, {**types, **plan_types},
+            options={"num_warps": config.num_warps, "num_stages": config.num_stages},
+        )  # fmt: skip
+    return 4
 
 
 if __name__ == "__main__":

@@ -277,6 +277,8 @@ def test_options_defaults_and_validation():
         "dense_steps": 0.24,
         "dense_final_steps": 0,
         "dense_layers": 1,
+        "precision": "bf16",
+        "dense_precision": "model",
         "decay_factor": 0.2,
         "block_size": 128,
         "model_type": "wan",

@@ -137,3 +137,21 @@ def test_compose_tiny(script, tmp_path, capsys):
     assert rows[("dense", "eager", False)]["speedup_vs_dense_eager"] == 1.0
     assert set(model["targets"]["sparse_over_dense"]) == {"radial"}
     assert "| radial | compiled |" in capsys.readouterr().out
+
+
+def test_kernel_tiny_8bit_checks_and_sweep_columns(script, tmp_path):
+    """`benchmarks/kernel.py --tiny --precision 8bit` on the CPU (torch references): the 8-bit
+    checks are within issue 29's bounds, and every sweep row has its 8-bit columns."""
+    out = tmp_path / "kernel.json"
+    script("kernel").main(["--tiny", "--precision", "8bit", "--out", str(out)])
+    doc = json.loads(out.read_text())
+    assert doc["precision"] == "8bit" and "extras" not in doc
+    checks = {name: c for name, c in doc["checks_8bit"].items() if isinstance(c, dict)}
+    assert len(checks) == 9  # 3 inputs x 3 plans
+    for name, check in checks.items():
+        assert check["cosine"] >= 0.999 and check["rel_l2"] <= 4e-2, (name, check)
+        assert check["bf16_kernel_rel_l2"] < 1e-5 and check["output_finite"]
+    assert len(doc["sweep"]) == 5
+    for row in doc["sweep"]:
+        assert row["kernel_8bit_ms"] > 0 and row["bf16_over_8bit"] > 0
+        assert row["quantize_ms"] is None  # no quantisation passes in the reference
