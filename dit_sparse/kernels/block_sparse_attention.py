@@ -376,12 +376,12 @@ def block_sparse_attention(
     if torch.compiler.is_compiling():
         result, lse = _block_sparse_attention_op(
             q, k, v, plan.kv_indices, plan.kv_counts, plan.perm, plan.permuted, plan.head_plans,
-            plan.block_q, plan.block_k, plan.seq_len, scale, return_lse,
+            plan.block_q, plan.block_k, plan.seq_len, scale, return_lse, precision,
         )  # fmt: skip
         if out is not None:
             result = out.copy_(result)
         return (result, lse) if return_lse else result
-    return _block_sparse_attention(q, k, v, plan, scale, return_lse, out)
+    return _block_sparse_attention(q, k, v, plan, scale, return_lse, out, precision)
 
 
 def _block_sparse_attention(
@@ -392,6 +392,7 @@ def _block_sparse_attention(
     scale: float | None,
     return_lse: bool,
     out: torch.Tensor | None,
+    precision: str,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     scale = _check_inputs(q, k, v, plan, scale, out)
     eight_bit = _check_precision(precision, q.shape[-1], plan)
@@ -442,11 +443,12 @@ def _block_sparse_attention_op(
     seq_len: int,
     scale: float | None,
     return_lse: bool,
+    precision: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`block_sparse_attention` as a custom op: O with q's strides, and the LSE (or an empty
     tensor without ``return_lse``), as the fake implementation below says."""
     plan = BlockPlan(kv_indices, kv_counts, block_q, block_k, seq_len, perm, permuted, head_plans)
-    result = _block_sparse_attention(q, k, v, plan, scale, return_lse, None)
+    result = _block_sparse_attention(q, k, v, plan, scale, return_lse, None, precision)
     out, lse = result if return_lse else (result, q.new_empty(0, dtype=torch.float32))
     if out.stride() != torch.empty_like(q, device="meta").stride():
         out = torch.empty_like(q).copy_(out)
@@ -455,7 +457,7 @@ def _block_sparse_attention_op(
 
 @_block_sparse_attention_op.register_fake
 def _(q, k, v, kv_indices, kv_counts, perm, permuted, head_plans, block_q, block_k, seq_len,
-      scale, return_lse):  # fmt: skip
+      scale, return_lse, precision):  # fmt: skip
     lse_shape = q.shape[:3] if return_lse else (0,)
     return torch.empty_like(q), q.new_empty(lse_shape, dtype=torch.float32)
 
