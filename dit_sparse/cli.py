@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ast
+import contextlib
 import sys
 from dataclasses import fields
 from typing import Any
 
 from .methods import METHODS, SparseMethod, method_class, resolve_method
+from .methods.base import read_literal
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -22,26 +23,34 @@ class UsageError(ValueError):
     """A bad argument found after parsing; reported as one line, exit code 2."""
 
 
-def parse_options(items: list[str]) -> dict[str, Any]:
-    """``["decay_factor=0.5", "model_type=wan"]`` -> dict; values read as Python literals
-    (``true``/``false`` in any case as booleans), anything else as a string."""
+def parse_options(items: list[str], method: str | None = None) -> dict[str, Any]:
+    """``["decay_factor=0.5", "model_type=wan"]`` -> dict. Values are read as the type of
+    ``method``'s option of that name (`SparseMethod.option_from_text`); without a method (or
+    for an unknown one, which building it reports) as Python literals, ``true``/``false`` in
+    any case as booleans, anything else as a string."""
+    cls = None
+    if method is not None:
+        with contextlib.suppress(ValueError):
+            cls = method_class(method)
     options: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--option takes KEY=VALUE, got {item!r}")
         key = key.replace("-", "_")
-        if text.strip().lower() in ("true", "false"):
-            options[key] = text.strip().lower() == "true"
+        if cls is None:
+            options[key] = read_literal(text)
             continue
         try:
-            options[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            options[key] = text
+            options[key] = cls.option_from_text(key, text)
+        except TypeError as err:
+            raise UsageError(f"--option {item}: {err}") from None
     return options
 
 
-def build_method(name: str, options: dict[str, Any]) -> SparseMethod:
+def build_method(name: str, items: list[str]) -> SparseMethod:
+    """The method ``name`` with the ``KEY=VALUE`` options ``items``."""
+    options = parse_options(items, name)
     try:
         return resolve_method(name, **options)
     except (TypeError, ValueError) as err:
@@ -101,7 +110,10 @@ def add_generation_args(parser: argparse.ArgumentParser, default_model: str) -> 
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument(
-        "--guidance", type=float, default=None, help="guidance scale (pipeline default)"
+        "--guidance",
+        type=float,
+        default=None,
+        help="guidance scale (the preset's, else the pipeline's)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument(
@@ -143,8 +155,20 @@ def default_prompt(model: str) -> str:
     return preset.prompt if preset else Preset.prompt
 
 
+def warn_untrained_prompts(model: str, prompts: list[str]) -> None:
+    """Print a warning for each prompt the preset ``model`` was not trained for."""
+    from .pipelines.presets import PRESETS
+
+    preset = PRESETS.get(model)
+    for prompt in prompts:
+        warning = preset.warn_about(prompt) if preset else None
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+
+
 def fill_size_defaults(args: argparse.Namespace) -> None:
-    """Unset sizes take the preset's sizes, or the model family pipeline's defaults."""
+    """Unset sizes and steps take the preset's (and its guidance), or the model family
+    pipeline's defaults."""
     from .pipelines.loading import model_family
     from .pipelines.presets import PRESETS
 
@@ -156,21 +180,23 @@ def fill_size_defaults(args: argparse.Namespace) -> None:
     for name, value in zip(("frames", "height", "width", "steps"), defaults):
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.guidance is None and preset:
+        args.guidance = preset.guidance
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from .generation import check_output_path
 
     fill_size_defaults(args)
     if args.prompt is None:
         args.prompt = default_prompt(args.model)
-    method = build_method(args.method, parse_options(args.option))
+    method = build_method(args.method, args.option)
     check_video_args(args.model, args.frames, args.height, args.width, args.steps)
-    suffix = Path(args.output).suffix.lower()
-    if suffix not in (".mp4", ".png") or (suffix == ".png" and args.frames != 1):
-        raise UsageError(
-            f"--output must end in .mp4 (.png only for --frames 1), got {args.output!r}"
-        )
+    try:  # before the model loads: a bad path must not cost a generation
+        check_output_path(args.output, args.frames)
+    except ValueError as err:
+        raise UsageError(f"--output {err}") from None
+    warn_untrained_prompts(args.model, [args.prompt])
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     rank = 0
@@ -216,7 +242,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _masks(args: argparse.Namespace) -> int:
     from .masks import draw_block_mask, layout_for
 
-    method = build_method(args.method, parse_options(args.option))
+    method = build_method(args.method, args.option)
     if not hasattr(method, "block_mask"):
         raise UsageError(
             f"{method.name} decides its mask online from q and k; static masks: radial"
@@ -256,7 +282,9 @@ def _presets(args: argparse.Namespace) -> int:
         print(f"{preset.name}{default}: {preset.description}")
         print(
             f"    {weights}; {preset.frames} frames {preset.width}x{preset.height}, "
-            f"{preset.steps} steps; prompt {preset.prompt!r}"
+            f"{preset.steps} steps"
+            + ("" if preset.guidance is None else f", guidance {preset.guidance:g}")
+            + f"; prompt {preset.prompt!r}"
         )
     return 0
 

@@ -258,12 +258,13 @@ def test_shipped_weights_are_small_and_load_as_preset():
     assert pipe.transformer.dtype == torch.float32
 
 
-def test_default_size_gives_4096_video_tokens(shapes_pipe):
+def test_default_size_gives_the_video_tokens_the_description_says(shapes_pipe):
     preset = PRESETS["wan-shapes"]
     vae, patch = shapes_pipe.vae.config, shapes_pipe.transformer.config.patch_size
     frames = (preset.frames - 1) // vae.scale_factor_temporal + 1
     side = preset.height // vae.scale_factor_spatial // patch[1]
-    assert frames * side * side == 4096
+    size = f"{preset.frames}x{preset.height}x{preset.width} = {frames * side * side:,} video tokens"
+    assert size in preset.description
 
 
 def test_shipped_model_moves_the_prompted_colour_the_prompted_way(shapes_pipe):
