@@ -7,8 +7,12 @@ A library module (``quality.bench`` uses it), so the CLI imports it and never th
 from __future__ import annotations
 
 import argparse
-import ast
+import contextlib
+import sys
 from typing import Any
+
+from .methods import method_class
+from .methods.base import read_literal
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -17,22 +21,28 @@ class UsageError(ValueError):
     """A bad argument found after parsing; reported as one line, exit code 2."""
 
 
-def parse_options(items: list[str]) -> dict[str, Any]:
-    """``["decay_factor=0.5", "model_type=wan"]`` -> dict; values read as Python literals
-    (``true``/``false`` in any case as booleans), anything else as a string."""
+def parse_options(items: list[str], method: str | None = None) -> dict[str, Any]:
+    """``["decay_factor=0.5", "model_type=wan"]`` -> dict. Values are read as the type of
+    ``method``'s option of that name (`SparseMethod.option_from_text`); without a method (or
+    for an unknown one, which building it reports) as Python literals, ``true``/``false`` in
+    any case as booleans, anything else as a string."""
+    cls = None
+    if method is not None:
+        with contextlib.suppress(ValueError):
+            cls = method_class(method)
     options: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--option takes KEY=VALUE, got {item!r}")
         key = key.replace("-", "_")
-        if text.strip().lower() in ("true", "false"):
-            options[key] = text.strip().lower() == "true"
+        if cls is None:
+            options[key] = read_literal(text)
             continue
         try:
-            options[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            options[key] = text
+            options[key] = cls.option_from_text(key, text)
+        except TypeError as err:
+            raise UsageError(f"--option {item}: {err}") from None
     return options
 
 
@@ -89,7 +99,10 @@ def add_generation_args(parser: argparse.ArgumentParser, default_model: str) -> 
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument(
-        "--guidance", type=float, default=None, help="guidance scale (pipeline default)"
+        "--guidance",
+        type=float,
+        default=None,
+        help="guidance scale (the preset's, else the pipeline's)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument(
@@ -121,8 +134,20 @@ def default_prompt(model: str) -> str:
     return preset.prompt if preset else Preset.prompt
 
 
+def warn_untrained_prompts(model: str, prompts: list[str]) -> None:
+    """Print a warning for each prompt the preset ``model`` was not trained for."""
+    from .pipelines.presets import PRESETS
+
+    preset = PRESETS.get(model)
+    for prompt in prompts:
+        warning = preset.warn_about(prompt) if preset else None
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+
+
 def fill_size_defaults(args: argparse.Namespace) -> None:
-    """Unset sizes take the preset's sizes, or the model family pipeline's defaults."""
+    """Unset sizes and steps take the preset's (and its guidance), or the model family
+    pipeline's defaults."""
     from .pipelines.loading import model_family
     from .pipelines.presets import PRESETS
     from .pipelines.registry import defaults_for
@@ -136,3 +161,5 @@ def fill_size_defaults(args: argparse.Namespace) -> None:
     for name, value in zip(("frames", "height", "width", "steps"), defaults):
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.guidance is None and preset:
+        args.guidance = preset.guidance

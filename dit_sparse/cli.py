@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
-from typing import Any
 
 from . import caches
 from .arguments import (
@@ -19,6 +18,7 @@ from .arguments import (
     parse_options,
     resolve_device,
     resolve_dtype,
+    warn_untrained_prompts,
 )
 from .methods import METHODS, SparseMethod, method_class, resolve_method
 
@@ -28,7 +28,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_method(name: str, options: dict[str, Any]) -> SparseMethod:
+def build_method(name: str, items: list[str]) -> SparseMethod:
+    """The method ``name`` with the ``KEY=VALUE`` options ``items``."""
+    options = parse_options(items, name)
     try:
         return resolve_method(name, **options)
     except (TypeError, ValueError) as err:
@@ -36,23 +38,23 @@ def build_method(name: str, options: dict[str, Any]) -> SparseMethod:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from .generation import check_output_path
 
     fill_size_defaults(args)
     if args.prompt is None:
         args.prompt = default_prompt(args.model)
-    method = build_method(args.method, parse_options(args.option))
+    method = build_method(args.method, args.option)
     check_video_args(args.model, args.frames, args.height, args.width, args.steps)
     if args.cache is not None:
         try:
             caches.check_cache_spec(args.cache)
         except ValueError as err:
             raise UsageError(str(err)) from None
-    suffix = Path(args.output).suffix.lower()
-    if suffix not in (".mp4", ".png") or (suffix == ".png" and args.frames != 1):
-        raise UsageError(
-            f"--output must end in .mp4 (.png only for --frames 1), got {args.output!r}"
-        )
+    try:  # before the model loads: a bad path must not cost a generation
+        check_output_path(args.output, args.frames)
+    except ValueError as err:
+        raise UsageError(f"--output {err}") from None
+    warn_untrained_prompts(args.model, [args.prompt])
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     rank = 0
@@ -103,7 +105,7 @@ def _masks(args: argparse.Namespace) -> int:
     from .mask_image import draw_block_mask
     from .pipelines.registry import defaults_for, layout_for
 
-    method = build_method(args.method, parse_options(args.option))
+    method = build_method(args.method, args.option)
     defaults = defaults_for(args.model)  # unset sizes: what the family's pipeline makes
     for name in ("frames", "height", "width"):
         if getattr(args, name) is None and defaults is not None:
@@ -147,7 +149,9 @@ def _presets(args: argparse.Namespace) -> int:
         print(f"{preset.name}{default}: {preset.description}")
         print(
             f"    {weights}; {preset.frames} frames {preset.width}x{preset.height}, "
-            f"{preset.steps} steps; prompt {preset.prompt!r}"
+            f"{preset.steps} steps"
+            + ("" if preset.guidance is None else f", guidance {preset.guidance:g}")
+            + f"; prompt {preset.prompt!r}"
         )
     return 0
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .utils import atomic_output
+from .utils import atomic_output, check_writable
+
+OUTPUT_SUFFIXES = (".mp4", ".png")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,17 @@ def generate(pipe, request: GenerationRequest, progress: bool = True) -> Generat
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def check_output_path(path: str | Path, frames: int) -> None:
+    """Raise ``ValueError`` unless ``frames`` frames can be saved at ``path`` by `save_frames`:
+    a suffix it writes (.png for one frame only) in a folder that exists and takes files.
+    The messages read after the path's name: ``"must end in .mp4 ..."``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES or (suffix == ".png" and frames != 1):
+        raise ValueError(f"must end in .mp4 (.png only for one frame), got {str(path)!r}")
+    check_writable(path)
 
 
 def save_frames(frames: np.ndarray, path: str | Path, fps: int = 16) -> None:

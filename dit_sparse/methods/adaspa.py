@@ -133,7 +133,7 @@ class AdaSpa(SparseMethod):
     dense_steps: int | float = 0.2
     sparsity: float | None = None
     coverage: float | None = None
-    search_steps: Sequence[int | float] = (0.2, 0.6)
+    search_steps: int | float | Sequence[int | float] = (0.2, 0.6)
     block_size: int = 64
     min_density: float | None = None
     max_density: float | None = None
@@ -157,8 +157,6 @@ class AdaSpa(SparseMethod):
             else tuple(self.search_steps)
         )
         for step in steps:
-            if isinstance(step, bool) or not isinstance(step, (int, float)):
-                raise TypeError(f"search_steps entries must be ints or floats, got {step!r}")
             if isinstance(step, float) and not 0.0 <= step <= 1.0:
                 raise ValueError(
                     f"a float search step is a share of the steps, in [0, 1]; got {step}"
@@ -185,8 +183,6 @@ class AdaSpa(SparseMethod):
             )
         if not 0.0 < self.recall_threshold < 1.0:
             raise ValueError(f"recall_threshold must be in (0, 1), got {self.recall_threshold}")
-        if self.warmup_lse is not None and not isinstance(self.warmup_lse, bool):
-            raise TypeError(f"warmup_lse must be True, False or None, got {self.warmup_lse!r}")
         rows = self.search_rows
         if rows is not None and (
             isinstance(rows, bool) or not isinstance(rows, int) or rows < 1 or rows & (rows - 1)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import functools
+import numbers
+import types
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Union
 
 import torch
 
@@ -50,6 +57,77 @@ def _resolve_count(value: int | float, total: int | None) -> int:
     return value
 
 
+def read_literal(text: str) -> Any:
+    """A command-line value as Python reads it: ``0.5``, ``(1, 2)``, ``None``; ``true`` and
+    ``false`` in any case as booleans; anything else as the string itself."""
+    if text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _union_args(hint: Any) -> tuple[Any, ...] | None:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return typing.get_args(hint)
+    return None
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the annotation ``hint`` (the kinds method fields use)."""
+    alternatives = _union_args(hint)
+    if alternatives is not None:
+        return any(_matches(value, alternative) for alternative in alternatives)
+    origin = typing.get_origin(hint)
+    if origin is Literal:  # the type only: a value out of the choices is the class's to refuse
+        return any(type(value) is type(choice) for choice in typing.get_args(hint))
+    if origin in (Sequence, list, tuple):
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        return isinstance(value, list | tuple) and all(_matches(v, item) for v in value)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool) and hint is not bool:  # True is an int to Python, not to users
+        return False
+    if hint is float:
+        return isinstance(value, numbers.Real)
+    if hint is int:
+        return isinstance(value, numbers.Integral)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _describe(hint: Any) -> str:
+    """``float | None`` -> ``"a number or None"``: an annotation in words."""
+    alternatives = _union_args(hint)
+    if alternatives is not None:
+        if int in alternatives and float in alternatives:  # an int is a number already
+            alternatives = tuple(a for a in alternatives if a is not int)
+        return " or ".join(_describe(a) for a in alternatives)
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(hint))
+    if origin in (Sequence, list, tuple):
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        return f"a list (each {_describe(item)})"
+    names = {
+        float: "a number",
+        int: "an integer",
+        bool: "true or false",
+        str: "a string",
+        type(None): "None",
+    }
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+@functools.cache
+def option_types(cls: type) -> dict[str, Any]:
+    """``{field name: annotation}`` of a method config class."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
 @dataclass
 class SparseMethod:
     """Base of every method config: the dense schedule every method shares.
@@ -75,6 +153,13 @@ class SparseMethod:
     dense_precision: str = "model"
 
     def __post_init__(self) -> None:
+        for name, hint in option_types(type(self)).items():
+            value = getattr(self, name)
+            if not _matches(value, hint):
+                raise TypeError(
+                    f"{type(self).__name__} option {name} takes {_describe(hint)}, "
+                    f"got {value!r} ({type(value).__name__})"
+                )
         for name, accepted in (("precision", PRECISIONS), ("dense_precision", DENSE_PRECISIONS)):
             if getattr(self, name) not in accepted:
                 raise ValueError(
@@ -91,6 +176,23 @@ class SparseMethod:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if self.dense_final_steps < 0:
             raise ValueError(f"dense_final_steps must be >= 0, got {self.dense_final_steps}")
+
+    @classmethod
+    def option_from_text(cls, name: str, text: str) -> Any:
+        """The value of option ``name`` written as ``text`` on a command line, of the field's
+        type: a Python literal where it fits, else the string (for string options) or
+        ``float(text)`` (``inf``); ``TypeError`` naming the option and its type otherwise.
+        Unknown names give the literal, for the constructor to refuse."""
+        hint = option_types(cls).get(name)
+        value = read_literal(text)
+        if hint is None or _matches(value, hint):
+            return value
+        if _matches(text, hint):
+            return text
+        with contextlib.suppress(ValueError):
+            if _matches(float(text), hint):
+                return float(text)
+        raise TypeError(f"{cls.__name__} option {name} takes {_describe(hint)}, got {text!r}")
 
     def check_layout(self, layout: TokenLayout) -> None:
         """Raise ``ValueError`` if this method cannot take ``layout`` (say which methods can)."""

@@ -33,6 +33,7 @@ from ..arguments import (
     parse_options,
     resolve_device,
     resolve_dtype,
+    warn_untrained_prompts,
 )
 from ..methods import METHODS
 from ..utils import warn_once
@@ -51,7 +52,7 @@ def parse_method_options(items: list[str]) -> dict[str, dict[str, Any]]:
     options: dict[str, dict[str, Any]] = {}
     for item in items:
         method, rest = _method_key(item, "--option")
-        options.setdefault(method, {}).update(parse_options([rest]))
+        options.setdefault(method, {}).update(parse_options([rest], method))
     return options
 
 
@@ -61,7 +62,9 @@ def parse_sweeps(items: list[str]) -> dict[str, dict[str, list[Any]]]:
     for item in items:
         method, rest = _method_key(item, "--sweep")
         key, _, text = rest.partition("=")
-        values = [parse_options([f"{key}={v.strip()}"]) for v in text.split(",") if v.strip()]
+        values = [
+            parse_options([f"{key}={v.strip()}"], method) for v in text.split(",") if v.strip()
+        ]
         if not values:
             raise UsageError(f"--sweep {item!r} lists no values")
         for parsed in values:
@@ -116,6 +119,7 @@ def _bench(args: argparse.Namespace) -> int:
     fill_size_defaults(args)
     check_video_args(args.model, args.frames, args.height, args.width, args.steps)
     prompts = _prompts(args, default_prompt(args.model))
+    warn_untrained_prompts(args.model, prompts)
     seeds = _seeds(args.seeds)
     settings = _settings(args)
     if args.lpips_weights is not None and not Path(args.lpips_weights).is_file():
@@ -132,9 +136,14 @@ def _bench(args: argparse.Namespace) -> int:
 
     random_weights = args.model in PRESETS and PRESETS[args.model].random_weights
     notes = [report.SPEED_ONLY] if random_weights else []
-    if torch.device(device).type == "cpu":
+    on_cpu = torch.device(device).type == "cpu"
+    if on_cpu:
         notes.append(report.CPU_SPEED)
     note = "; ".join(notes) or None  # figure titles and video labels
+    if on_cpu:  # CPU time says nothing about a GPU: plot quality against density there
+        pareto_x, pareto_note = "density", report.SPEED_ONLY if random_weights else None
+    else:
+        pareto_x, pareto_note = "speedup", note
     if random_weights:
         print(f"note: {args.model}: {report.RANDOM_WEIGHTS_NOTE}")
     out = Path(args.output_dir)
@@ -175,7 +184,7 @@ def _bench(args: argparse.Namespace) -> int:
         "warmup_each": args.warmup_each,
     }
     figures = ["pareto.png"]
-    plots.plot_pareto(summarize_runs(result), out / "pareto.png", note)
+    plots.plot_pareto(summarize_runs(result), out / "pareto.png", pareto_note, x=pareto_x)
     for case in cases:
         figures.append(f"psnr/{case.slug}.png")
         runs = [r for r in result.runs if r.case == case]

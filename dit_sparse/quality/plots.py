@@ -1,4 +1,4 @@
-"""Figures and videos of a bench run: the speed/quality Pareto plot, per-frame PSNR curves and
+"""Figures and videos of a bench run: the speed (or density) / quality Pareto plot, per-frame PSNR curves and
 side-by-side videos (dense | method | error heatmap).
 
 Figures use matplotlib's object API on the Agg canvas (no pyplot, no display needed) and are
@@ -45,34 +45,59 @@ def _drawn(values: list[float], ceiling: float | None) -> list[float]:
     return [ceiling if v == math.inf else v for v in values]
 
 
-def plot_pareto(summaries: list[SettingSummary], path: str | Path, note: str | None) -> None:
-    """Speedup against PSNR and against LPIPS, one labelled point per method setting."""
-    points = [s for s in summaries if not s.setting.is_dense and s.speedup is not None]
-    figure = Figure(figsize=(11, 4.5))
-    for axes, metric, label in zip(
-        figure.subplots(1, 2),
-        ("psnr", "lpips"),
-        ("PSNR vs dense, dB (higher is better)", "LPIPS vs dense (lower is better)"),
-    ):
-        axes.axvline(1.0, color="grey", linestyle="--", linewidth=1, label="dense (1.0x)")
+# (summary field, axis label) of each quality panel, drawn when some setting has a value.
+QUALITY_AXES = (
+    ("psnr", "PSNR vs dense, dB (higher is better)"),
+    ("ssim", "SSIM vs dense (higher is better)"),
+    ("lpips", "LPIPS vs dense (lower is better)"),
+)
+# x-axes `pareto_figure` can draw: (summary field, axis label); dense sits at 1.0 on both.
+X_AXES = {
+    "speedup": ("speedup", "end-to-end speedup vs dense"),
+    "density": ("mean_density", "attention density (share of token pairs computed; dense = 1)"),
+}
+
+
+def plot_pareto(
+    summaries: list[SettingSummary], path: str | Path, note: str | None, x: str = "speedup"
+) -> None:
+    """Write `pareto_figure` to ``path``."""
+    _save(pareto_figure(summaries, note, x), path)
+
+
+def pareto_figure(summaries: list[SettingSummary], note: str | None, x: str = "speedup") -> Figure:
+    """Quality against ``x`` (``"speedup"``: measured end to end, where the timing means
+    something; ``"density"``: the share of attention computed, which holds on any device), one
+    labelled point per method setting and one panel per quality metric that has values."""
+    field, x_label = X_AXES[x]
+    points = [s for s in summaries if not s.setting.is_dense and getattr(s, field) is not None]
+    panels = [
+        (metric, label)
+        for metric, label in QUALITY_AXES
+        if any(getattr(s, metric) is not None for s in points)
+    ]
+    figure = Figure(figsize=(5.5 * max(1, len(panels)), 4.5))
+    if not panels:  # nothing was scored: say so instead of drawing empty axes
+        figure.text(0.5, 0.5, "no method setting has quality numbers", ha="center", va="center")
+    grid = figure.subplots(1, len(panels), squeeze=False)[0] if panels else []
+    for axes, (metric, label) in zip(grid, panels):
+        axes.axvline(1.0, color="grey", linestyle="--", linewidth=1, label="dense")
         shown = [s for s in points if getattr(s, metric) is not None]
         ceiling = _ceiling([getattr(s, metric) for s in shown])
         values = _drawn([getattr(s, metric) for s in shown], ceiling)
-        axes.scatter([s.speedup for s in shown], values, zorder=3)
-        for summary, value in zip(shown, values):
+        xs = [getattr(s, field) for s in shown]
+        axes.scatter(xs, values, zorder=3)
+        for summary, x_value, value in zip(shown, xs, values):
             text = summary.setting.label + (" (inf)" if value == ceiling else "")
-            axes.annotate(text, (summary.speedup, value), textcoords="offset points", xytext=(4, 4))
-        if not shown:
-            axes.text(
-                0.5, 0.5, f"no {metric.upper()} values", ha="center", transform=axes.transAxes
-            )
-        axes.set_xlabel("end-to-end speedup vs dense")
+            axes.annotate(text, (x_value, value), textcoords="offset points", xytext=(4, 4))
+        axes.set_xlabel(x_label)
         axes.set_ylabel(label)
         axes.margins(x=0.2, y=0.15)  # room for the labels beside the points
         axes.grid(alpha=0.3)
         axes.legend(loc="best", fontsize="small")
-    figure.suptitle("speed vs quality" + (f"\n{note}" if note else ""))
-    _save(figure, path)
+    title = "speed vs quality" if x == "speedup" else "attention density vs quality"
+    figure.suptitle(title + (f"\n{note}" if note else ""))
+    return figure
 
 
 def plot_psnr_per_frame(records: list[RunRecord], path: str | Path, note: str | None) -> None:

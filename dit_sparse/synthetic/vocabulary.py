@@ -116,6 +116,25 @@ def parse_prompt(prompt: str) -> ClipAttributes:
     return ClipAttributes(**match.groupdict())
 
 
+def describe_vocabulary() -> str:
+    """The prompt template and every word each slot takes, in one line."""
+    slots = "; ".join(f"{name}: {', '.join(choices)}" for name, choices in _CHOICES.items())
+    return f"{_TEMPLATE!r} with {slots}"
+
+
+def untrained_prompt_warning(prompt: str, model: str) -> str | None:
+    """A warning naming the vocabulary if ``model``, trained on this world's prompts only,
+    was never trained on ``prompt``; None for a prompt of the vocabulary."""
+    try:
+        parse_prompt(prompt)
+    except ValueError:
+        return (
+            f"{model} was trained only on prompts {describe_vocabulary()}; "
+            f"{prompt!r} is not one, so its clip follows no prompt"
+        )
+    return None
+
+
 def evaluation_prompts(count: int = 24) -> list[str]:
     """``count`` prompts that cover every (colour, direction) pair before repeating one.
 

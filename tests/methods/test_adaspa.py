@@ -105,9 +105,9 @@ def test_defaults_and_validation():
     for options, message in bad:
         with pytest.raises(ValueError, match=message):
             AdaSpa(**options)
-    with pytest.raises(TypeError, match="ints or floats"):
+    with pytest.raises(TypeError, match=r"search_steps takes .*a list \(each a number\)"):
         AdaSpa(search_steps=(True,))
-    with pytest.raises(TypeError, match="warmup_lse must be True, False or None, got 'false'"):
+    with pytest.raises(TypeError, match="warmup_lse takes true or false or None, got 'false'"):
         AdaSpa(warmup_lse="false")
 
 

@@ -1,4 +1,3 @@
-import time
 import warnings
 
 import matplotlib.image
@@ -196,7 +195,7 @@ def test_density_falls_as_frames_double(model_type):
         assert densities[2] == pytest.approx(0.3203, abs=1e-4)
 
 
-def test_block_mask_is_fast_and_cached_per_layout(monkeypatch):
+def test_block_mask_is_cached_per_layout(monkeypatch):
     builds = []
     build = radial_module._radial_block_mask
     monkeypatch.setattr(
@@ -204,11 +203,7 @@ def test_block_mask_is_fast_and_cached_per_layout(monkeypatch):
     )
     method = Radial()
     layout = TokenLayout(21, 45, 80)  # Wan2.1-14B 720p, 81 frames: 75,600 tokens
-    start = time.perf_counter()
     mask = method.block_mask(layout)
-    seconds = time.perf_counter() - start
-    print(f"radial block mask, {layout.describe()}: {1000 * seconds:.1f} ms")
-    assert seconds < 2.0
     assert mask.shape == (591, 591)
     plan = method.plan(layout)
     assert method.plan(layout) is plan and torch.equal(method.block_mask(layout), mask)
