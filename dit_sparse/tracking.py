@@ -155,6 +155,20 @@ def attach_tracking(transformer: torch.nn.Module, hook: StepTrackingHook) -> Non
 
 def detach_tracking(transformer: torch.nn.Module) -> None:
     registry = getattr(transformer, "_diffusers_hook", None)
-    if registry is not None and HOOK_NAME in registry.hooks:
+    if registry is None or HOOK_NAME not in registry.hooks:
+        return
+    index = registry._hook_order.index(HOOK_NAME)
+    above = registry._fn_refs[index + 1] if index + 1 < len(registry._fn_refs) else None
+    if above is not None and above.original_forward is not None:
+        # The hook registered after ours has a forward of its own (FasterCache's denoiser) and
+        # calls ours through ``original_forward``, which diffusers' `remove_hook` leaves
+        # pointing at our wrapper (and it overwrites that hook's own forward instead): point
+        # it past ours, then drop our entries.
+        above.original_forward = registry._fn_refs[index].forward
+        registry.hooks.pop(HOOK_NAME).deinitalize_hook(transformer)
+        registry._hook_order.pop(index)
+        registry._fn_refs.pop(index)
+    else:
         registry.remove_hook(HOOK_NAME, recurse=False)
-        registry.invalidate_child_registries_cache()
+    # The registry caches which modules carry hooks.
+    registry.invalidate_child_registries_cache()

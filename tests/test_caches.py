@@ -8,6 +8,8 @@ step once per branch whatever the cache skipped, and the report lists the skippe
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from conftest import run_pipe
@@ -94,6 +96,9 @@ def test_cache_with_dense_is_the_cache_alone_and_each_removes_cleanly(
     finally:
         dit_sparse.remove(pipe)
         caches.disable_cache(pipe)
+    # Nothing of either hook is left wrapped around the forward (diffusers' own removal of a
+    # hook registered before FasterCache's denoiser hook used to leave ours there).
+    assert inspect.ismethod(pipe.transformer.forward), pipe.transformer.forward
     assert torch.equal(_latents(pipe), baseline)
 
 

@@ -443,7 +443,7 @@ def _block_sparse_attention_op(
     seq_len: int,
     scale: float | None,
     return_lse: bool,
-    precision: str,
+    precision: str = "bf16",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`block_sparse_attention` as a custom op: O with q's strides, and the LSE (or an empty
     tensor without ``return_lse``), as the fake implementation below says."""
@@ -457,7 +457,7 @@ def _block_sparse_attention_op(
 
 @_block_sparse_attention_op.register_fake
 def _(q, k, v, kv_indices, kv_counts, perm, permuted, head_plans, block_q, block_k, seq_len,
-      scale, return_lse, precision):  # fmt: skip
+      scale, return_lse, precision="bf16"):  # fmt: skip
     lse_shape = q.shape[:3] if return_lse else (0,)
     return torch.empty_like(q), q.new_empty(lse_shape, dtype=torch.float32)
 

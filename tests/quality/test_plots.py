@@ -18,6 +18,7 @@ def summary(method, density, speedup, psnr=None, ssim=None, lpips=None):
         attention_seconds=0.5,
         attention_share=0.5,
         mean_density=density,
+        layers_skipped=None,
         psnr=psnr,
         ssim=ssim,
         lpips=lpips,
