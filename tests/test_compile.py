@@ -29,9 +29,15 @@ METHODS = {
 }
 
 
-@pytest.fixture
-def pipe(tiny_wan):
-    return tiny_wan
+@pytest.fixture(scope="module")
+def pipe():
+    """A tiny-wan of this module's own: the session's is shared with tests that leave state on
+    single blocks (an attention backend set on one), which dynamo guards on and recompiles."""
+    from dit_sparse.pipelines.presets import build_preset
+
+    pipe = build_preset("tiny-wan")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def _latents(pipe, steps: int) -> torch.Tensor:
