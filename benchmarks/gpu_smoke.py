@@ -170,30 +170,27 @@ def _check_attention(checks: Checks, a: dict[str, Any], result: Any) -> None:
         checks.add(f"{name} lse", "max_abs", max_finite_diff(lse, ref_lse), lse_tolerance, **extra)
 
 
-def _check_dense_with_lse(checks: Checks, a: dict[str, Any], result: Any) -> None:
+def _check_dense(checks: Checks, name: str, a: dict[str, Any], out: Any, lse: Any) -> None:
+    """O and LSE of a dense-attention entry point against the float64 dense reference."""
     q = a["q"]
     plan = BlockPlan.dense(1, 1, q.shape[2], 128, 128, device=q.device)
     ref_out, ref_lse = block_sparse_attention_reference(
         *_wide(q, a["k"], a["v"]), plan, a["scale"], return_lse=True
     )
-    checks.add("dense_attention_with_lse", "rel_l2", rel_l2(result[0], ref_out),
-               OUT_TOLERANCE[q.dtype])  # fmt: skip
-    checks.add("dense_attention_with_lse lse", "max_abs", max_finite_diff(result[1], ref_lse),
-               LSE_TOLERANCE)  # fmt: skip
+    checks.add(name, "rel_l2", rel_l2(out, ref_out), OUT_TOLERANCE[q.dtype])
+    checks.add(f"{name} lse", "max_abs", max_finite_diff(lse, ref_lse), LSE_TOLERANCE)
+
+
+def _check_dense_with_lse(checks: Checks, a: dict[str, Any], result: Any) -> None:
+    _check_dense(checks, "dense_attention_with_lse", a, *result)
 
 
 def _check_dense_with_mass(checks: Checks, a: dict[str, Any], result: Any) -> None:
-    q, k, lse = a["q"], a["k"], a["lse"]
-    plan = BlockPlan.dense(1, 1, q.shape[2], 128, 128, device=q.device)
-    ref_out, ref_lse = block_sparse_attention_reference(
-        *_wide(q, k, a["v"]), plan, a["scale"], return_lse=True
-    )
-    ref_mass = block_attention_mass_reference(
-        *_wide(q, k, lse), a["block_q"], a["block_k"], scale=a["scale"]
-    )
     name = "dense_attention_with_mass (fused search)"
-    checks.add(name, "rel_l2", rel_l2(result[0], ref_out), OUT_TOLERANCE[q.dtype])
-    checks.add(f"{name} lse", "max_abs", max_finite_diff(result[1], ref_lse), LSE_TOLERANCE)
+    _check_dense(checks, name, a, result[0], result[1])
+    ref_mass = block_attention_mass_reference(
+        *_wide(a["q"], a["k"], a["lse"]), a["block_q"], a["block_k"], scale=a["scale"]
+    )
     checks.add(f"{name} mass", "rel_l2", rel_l2(result[2], ref_mass), MASS_TOLERANCE)
 
 
