@@ -39,6 +39,7 @@ from e2e import (
     measure,
     model_header,
     model_parser,
+    results_prefix,
     run_models,
 )
 
@@ -240,7 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--cache must be a TaylorSeer spec (its skipped steps are fixed), got {name}")
     compile_call = "transformer.compile_repeated_blocks(fullgraph=True)"
     return run_models(
-        parser, args, "compose", bench_model, table, backend=args.backend, compile=compile_call
+        parser,
+        args,
+        results_prefix("compose", args),
+        bench_model,
+        table,
+        backend=args.backend,
+        compile=compile_call,
     )
 
 

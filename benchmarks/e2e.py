@@ -1,6 +1,7 @@
 """End-to-end speed of each method on the real Wan2.1 architectures, random weights in bf16.
 
     python benchmarks/e2e.py [--models 1.3b,14b] [--methods radial,svg,adaspa] [--out PATH]
+    python benchmarks/e2e.py --precision 8bit [--dense-precision 8bit]   # 8-bit steps
     python benchmarks/e2e.py --tiny          # seconds on a CPU: a smoke test of this script
 
 Quality needs real weights; speed does not. For each model this builds the transformer from
@@ -15,6 +16,10 @@ random latents and 512 random text embeddings, and times with the device synchro
   driven through ``transformer.cache_context("cond", step_index=i, num_inference_steps=50)``.
   Which step is which kind comes from `common.probe_kinds`; the kinds seen at full size are
   recorded beside it (``matches``).
+
+``--precision 8bit`` runs every method's sparse steps on the 8-bit kernel and
+``--dense-precision 8bit`` its dense steps too (results ``e2e-8bit[-dense8bit]-<gpu>.json``);
+the dense baseline stays the model's own attention (cuDNN).
 
 The 50-step total composes those times over the schedule (dense steps at dense time), times 2
 forwards per step (classifier-free guidance, as WanPipeline runs by default); the Amdahl limit
@@ -56,6 +61,7 @@ from diffusers.hooks import HookRegistry
 import dit_sparse
 from dit_sparse.layout import TokenLayout
 from dit_sparse.methods import resolve_method
+from dit_sparse.methods.base import DENSE_PRECISIONS, PRECISIONS
 from dit_sparse.quality.report import fmt, markdown_table
 
 TEXT_TOKENS = 512
@@ -208,7 +214,7 @@ class Bench:
 
     def method(self, name: str, dense: dict[str, Any]) -> dict[str, Any]:
         """A method's step kinds, a timed forward per kind, and the composed 50-step total."""
-        method = resolve_method(name)
+        method = resolve_method(name, **precision_options(self.args))
         num_layers = self.spec.config["num_layers"]
         head_dim = self.spec.config["attention_head_dim"]
         kinds = probe_kinds(method, self.spec.layout, num_layers, head_dim, self.device, self.dtype)
@@ -359,7 +365,33 @@ def model_parser(description: str) -> argparse.ArgumentParser:
         "--models", default="1.3b,14b", help=f"comma-separated: {', '.join(MODELS)}"
     )
     add_common_args(parser)
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="bf16", help="the methods' sparse steps"
+    )
+    parser.add_argument(
+        "--dense-precision",
+        choices=DENSE_PRECISIONS,
+        default="model",
+        help="the methods' dense steps (model: the model's own attention)",
+    )
     return parser
+
+
+# The methods' own defaults: options equal to these are left out of `precision_options`.
+DEFAULT_PRECISIONS = {"precision": "bf16", "dense_precision": "model"}
+
+
+def precision_options(args: argparse.Namespace) -> dict[str, str]:
+    """The methods' precision options from ``--precision``/``--dense-precision`` that differ
+    from their defaults."""
+    chosen = {"precision": args.precision, "dense_precision": args.dense_precision}
+    return {k: v for k, v in chosen.items() if v != DEFAULT_PRECISIONS[k]}
+
+
+def results_prefix(name: str, args: argparse.Namespace) -> str:
+    """``name``, plus ``-8bit`` for 8-bit sparse steps and ``-dense8bit`` for 8-bit dense ones."""
+    suffixes = {"precision": "-{}", "dense_precision": "-dense{}"}
+    return name + "".join(suffixes[k].format(v) for k, v in precision_options(args).items())
 
 
 def run_models(parser, args, prefix: str, bench, table, **extra: Any) -> int:
@@ -372,6 +404,8 @@ def run_models(parser, args, prefix: str, bench, table, **extra: Any) -> int:
     methods = methods_from(args.methods)
     body = {
         "tiny": args.tiny,
+        "precision": args.precision,
+        "dense_precision": args.dense_precision,
         "dtype": str(dtype).removeprefix("torch."),
         **extra,
         "num_steps": NUM_STEPS,
@@ -390,7 +424,8 @@ def run_models(parser, args, prefix: str, bench, table, **extra: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = model_parser(__doc__.splitlines()[0])
-    return run_models(parser, parser.parse_args(argv), "e2e", bench_model, table)
+    args = parser.parse_args(argv)
+    return run_models(parser, args, results_prefix("e2e", args), bench_model, table)
 
 
 if __name__ == "__main__":

@@ -33,15 +33,18 @@ from .block_sparse_attention import _broadcast_strides, _plan_head, plan_lookups
 from .launch import INTERPRETED, KernelConfig, tl, triton
 from .reference import QUANT_ROWS
 
-# Per head dim on CUDA: 8-bit tiles are half the bytes of bf16 ones, so 128 x 128 tiles with
-# three stages fit shared memory up to D = 128.
+# Per head dim on CUDA. A key tile takes one K scale, so it is at most `QUANT_ROWS` keys.
 _GPU_CONFIGS = {
-    32: KernelConfig(128, 128, 4, 3),
-    64: KernelConfig(128, 128, 4, 3),
-    128: KernelConfig(128, 128, 8, 3),
+    32: KernelConfig(128, 64, 4, 3),
+    64: KernelConfig(128, 64, 4, 3),
+    128: KernelConfig(128, 64, 8, 3),
     256: KernelConfig(64, 64, 4, 2),
 }
-_INTERPRETER_CONFIG = KernelConfig(128, 128, 4, 1)
+_INTERPRETER_CONFIG = KernelConfig(128, 64, 4, 1)
+# 1.5 * 2^23: added to an int32 below 2^22 in magnitude, its bits read as fp32 are this plus
+# the integer, exactly.
+_MAGIC = tl.constexpr(12582912.0)
+_LOG2_448 = tl.constexpr(8.807354922057604)
 # Rows per program of the statistics pass.
 _STATS_ROWS = 256
 # 8-bit dots take at least 32 along the reduced dim: D and the key tile.
@@ -229,6 +232,7 @@ def _attend_tiles_8bit(
 ):
     """Online-softmax update over key tiles ``first..last`` (see `_attend_tiles` of the bf16
     kernel for the tile walk), with 8-bit dots."""
+    tl.static_assert(ROWS % BLOCK_N == 0, "a key tile must lie within one K scale's rows")
     sub_tiles: tl.constexpr = BLOCK_K // BLOCK_N
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -240,15 +244,22 @@ def _attend_tiles_8bit(
         block_1 = tl.load(kv_idx_ptr + (t + 1) // sub_tiles, mask=t + 1 < last, other=0)
         k8 = tl.load(k_ptr + start.to(tl.int64) * HEAD_DIM + k_offsets)
         vt8 = tl.load(vt_ptr + start + vt_offsets)
-        k_scale = tl.load(k_scale_ptr + (start + offs_n) // ROWS)
-        qk = tl.dot(q8, tl.trans(k8)).to(tl.float32) * q_scale[:, None] * k_scale[None, :]
+        # Exact int32 scores as fp32 plus 1.5 * 2^23: adding the constant to the integer and
+        # reinterpreting the bits is exact while |scores| < 2^22 (127^2 * D is, up to D = 256),
+        # and cheaper than an int-to-float conversion. Scale factors are positive, so the row
+        # max is taken on these raw values; scaling, the max and P's factor 448 then make one
+        # FMA before exp2 (p holds 448 * the probability, e4m3's largest value at the max).
+        raw = (tl.dot(q8, tl.trans(k8)) + 0x4B400000).to(tl.float32, bitcast=True)
         if MASK:
-            qk = tl.where((start + offs_n < seq_len)[None, :], qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.math.exp2(qk - m_new[:, None])
+            raw = tl.where((start + offs_n < seq_len)[None, :], raw, float("-inf"))
+        # One K scale per tile. Floored: a zero product would turn the masked
+        # keys' -inf into NaN.
+        s = tl.maximum(q_scale * tl.load(k_scale_ptr + start // ROWS), 1e-30)
+        m_new = tl.maximum(m_i, (tl.max(raw, 1) - _MAGIC) * s)
+        p = tl.math.exp2(raw * s[:, None] - (s * _MAGIC + m_new - _LOG2_448)[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        p8 = _e4m3(p * 448.0, EMULATE_E4M3)
+        p8 = _e4m3(p, EMULATE_E4M3)
         # A fresh fp32 product per tile, added to the rescaled sum.
         acc = acc * alpha[:, None] + tl.dot(p8, tl.trans(vt8))
         m_i = m_new
@@ -346,13 +357,14 @@ def _attention_8bit_fwd(
             )
     has_keys = l_i > 0.0
     l_safe = tl.where(has_keys, l_i, 1.0)
-    v_scale = tl.load(V_MAX + bh * HEAD_DIM + offs_d) / (448.0 * 448.0)
+    # l_i sums 448 p (see `_attend_tiles_8bit`); V's codes are its values * 448 / max |V|.
+    v_scale = tl.load(V_MAX + bh * HEAD_DIM + offs_d) / 448.0
     out = acc * v_scale[None, :] / l_safe[:, None]
     o_ptrs = Out + b * stride_ob + h * stride_oh + q_rows[:, None] * stride_os + offs_d[None, :]
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_valid[:, None])
     if RETURN_LSE:
         shift = tl.load(LSE_SHIFT + bh * padded_len + offs_m)
-        lse = (m_i + tl.math.log2(l_safe)) / 1.4426950408889634 + shift
+        lse = (m_i + tl.math.log2(l_safe) - _LOG2_448) / 1.4426950408889634 + shift
         lse = tl.where(has_keys, lse, float("-inf"))
         tl.store(LSE + bh * seq_len + q_rows, lse, mask=row_valid)
 

@@ -269,7 +269,7 @@ def quantize_rows_int8(x: torch.Tensor, rows: int | None) -> tuple[torch.Tensor,
         amax = x.abs().amax().reshape(1, 1, 1)
     else:
         padded = _pad_rows(x, -(-seq_len // rows) * rows)
-        amax = padded.abs().view(batch, heads, -1, rows * dim).amax(-1)
+        amax = padded.abs().reshape(batch, heads, -1, rows * dim).amax(-1)
     scale = (amax / INT8_MAX).clamp_min(torch.finfo(torch.float32).tiny)
     codes = torch.round(x / _row_scales(scale, rows, seq_len)[..., None])
     codes = codes.clamp(-INT8_MAX, INT8_MAX)

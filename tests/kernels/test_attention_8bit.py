@@ -98,6 +98,21 @@ def test_reference_is_within_bounds_of_float64(case):
     assert_accurate(out, lse, q, k, v, plan)
 
 
+
+def test_reference_takes_token_major_strides():
+    """diffusers hands attention ``[B, S, H, D]`` tensors transposed to ``[B, H, S, D]``: the
+    reference (what the CPU runs) gives the same result as on contiguous copies, also where
+    no row padding copies them (S a multiple of the scales' row groups)."""
+    g = generator()
+    q, k, v = qkv(1, 2, 256, 64, torch.float32, g)
+    plan = random_plan(1, q.shape[1], q.shape[2], 64, 32, g)
+    strided = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v)]
+    assert not strided[0].is_contiguous()
+    out, lse = block_sparse_attention_8bit_reference(*strided, plan, return_lse=True)
+    ref, ref_lse = block_sparse_attention_8bit_reference(q, k, v, plan, return_lse=True)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    torch.testing.assert_close(lse, ref_lse, rtol=0, atol=0)
+
 def test_smoothing_k_holds_the_error_of_a_channel_offset():
     """Without the mean of K taken out, a large per-channel offset eats INT8 levels: the error
     grows past the smoothed one, which stays at that of K without offset."""

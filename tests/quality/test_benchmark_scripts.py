@@ -51,6 +51,24 @@ def test_e2e_tiny(script, tmp_path, capsys):
     assert "| dense |" in printed and "Amdahl limit" in printed
 
 
+def test_e2e_tiny_in_8_bits(script, tmp_path, capsys):
+    """``--precision 8bit --dense-precision 8bit`` reaches the methods: both options in the
+    results, the dense steps on our 8-bit kernel (``dense-8bit``), the baseline unchanged."""
+    out = tmp_path / "result.json"
+    argv = ["--tiny", "--models", "1.3b", "--methods", "svg", "--repeats", "1", "--warmup", "0"]
+    argv += ["--precision", "8bit", "--dense-precision", "8bit", "--out", str(out)]
+    assert script("e2e").main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert (doc["precision"], doc["dense_precision"]) == ("8bit", "8bit")
+    (svg,) = doc["models"][0]["methods"]
+    assert "error" not in svg, svg
+    assert svg["options"]["precision"] == svg["options"]["dense_precision"] == "8bit"
+    assert svg["schedule"][:11] == ["dense-8bit"] * 10 + ["svg"]
+    assert script("e2e").results_prefix("e2e", script("e2e").model_parser("").parse_args(argv)) == (
+        "e2e-8bit-dense8bit"
+    )
+
+
 def test_attention_layer_tiny(script, tmp_path, capsys):
     doc, printed = _run(script("attention_layer"), tmp_path, capsys)
     _check_provenance(doc)
