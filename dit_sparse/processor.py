@@ -78,7 +78,23 @@ class _CompiledAttentionInterceptor(TorchFunctionMode):
                     query, key, a["value"], a["attn_mask"], a["dropout_p"], a["is_causal"],
                     a["scale"], a["enable_gqa"], self.processor.route,
                 )  # fmt: skip
+        if _is_python_tensor_method(func):
+            # Called on the tensor, not as ``func``: dynamo before torch 2.12 cannot trace the
+            # ``super().<name>(...)`` these methods end in when a mode hands them over
+            # (``query.unflatten`` in Wan's processor), but knows the tensor method itself.
+            return getattr(args[0], func.__name__)(*args[1:], **kwargs)
         return func(*args, **kwargs)
+
+
+# Methods of ``torch.Tensor`` written in Python (``torch._tensor``), by name.
+_PYTHON_TENSOR_METHODS = {
+    name: value for name, value in vars(torch.Tensor).items() if inspect.isfunction(value)
+}
+
+
+def _is_python_tensor_method(func: Any) -> bool:
+    """Whether ``func`` is one of `_PYTHON_TENSOR_METHODS` (a lookup dynamo can trace)."""
+    return _PYTHON_TENSOR_METHODS.get(getattr(func, "__name__", None)) is func
 
 
 class SparseAttentionProcessor:
