@@ -2,12 +2,12 @@
 per-density kernel cost where the device's timing says nothing about sparsity.
 
 From the dense runs: ``non_attention_s`` per generation (wall minus attention) and
-``dense_call_s`` per attention call. A run's records then predict its time: non-attention time
-(scaled down by the share of layers a step cache skipped) plus each call's cost. ``measured``
-(on a GPU): a call costs the time the kernel took. Otherwise (the CPU runs a sparse plan as a
-masked dense attention, so its time does not shrink with density) a call costs
-``dense_call_s * (density + mass_passes)``: the share of the dense work its plan computes, plus
-AdaSpa's passes over the block mass. `lower_bound` predicts a setting before it runs, from its
+``dense_call_s`` per attention call. A run's handle summary (`SparseHandle.summary`) then
+predicts its time: non-attention time (scaled down by the share of layers a step cache
+skipped) plus its attention. ``measured`` (on a GPU): the attention time the calls took.
+Otherwise (the CPU runs a sparse plan as a masked dense attention, so its time does not shrink
+with density) ``dense_call_s * (calls * mean_density + mass_passes)``: the share of the dense
+work its plans compute, plus AdaSpa's passes over the block mass. `lower_bound` predicts a setting before it runs, from its
 schedule and the density its knob promises (a plan never computes less), so that a setting
 whose lower bound is no faster than the best found need not run.
 """
@@ -38,38 +38,35 @@ class TimeModel:
     @classmethod
     def from_dense(
         cls,
-        runs: list[tuple[float, list[dict[str, Any]]]],
+        runs: list[tuple[float, dict[str, Any]]],
         steps: int,
+        layers: int,
         layout: TokenLayout,
         measured: bool,
     ) -> TimeModel:
-        """From dense runs as (wall seconds, attention records): the quickest run's times,
-        which carry the least warm-up."""
-        if not runs or not runs[0][1]:
-            raise ValueError("the time model needs a dense run with attention records")
-        seconds, records = min(runs, key=lambda run: run[0])
-        attention = sum(r["seconds"] for r in records)
-        layers = len({(r["transformer"], r["layer"]) for r in records})
+        """From dense runs as (wall seconds, handle summary) of ``steps`` steps over
+        ``layers`` attention layers: the quickest run's times, which carry the least warm-up."""
+        if not runs or not runs[0][1]["calls"]:
+            raise ValueError("the time model needs a dense run with attention calls")
+        seconds, summary = min(runs, key=lambda run: run[0])
+        attention = summary["attention_seconds"]
         return cls(
             non_attention_s=max(seconds - attention, 0.0),
-            dense_call_s=attention / len(records),
+            dense_call_s=attention / summary["calls"],
             steps=steps,
             layers=layers,
-            calls_per_slot=len(records) / (steps * layers),
+            calls_per_slot=summary["calls"] / (steps * layers),
             layout=layout,
             measured=measured,
         )
 
-    def call_seconds(self, record: dict[str, Any]) -> float:
-        """One attention call's cost (see the module docstring)."""
+    def predict(self, summary: dict[str, Any]) -> float:
+        """Seconds of one generation whose handle summary is ``summary``."""
+        non_attention = self.non_attention_s * (1.0 - summary.get("layers_skipped", 0.0))
         if self.measured:
-            return record["seconds"]
-        return self.dense_call_s * (record["density"] + record.get("mass_passes", 0))
-
-    def predict(self, records: list[dict[str, Any]], layers_skipped: float = 0.0) -> float:
-        """Seconds of one generation that made ``records``."""
-        non_attention = self.non_attention_s * (1.0 - layers_skipped)
-        return non_attention + sum(self.call_seconds(r) for r in records)
+            return non_attention + summary["attention_seconds"]
+        work = summary["calls"] * summary["mean_density"] + summary.get("mass_passes", 0)
+        return non_attention + self.dense_call_s * work
 
     def lower_bound(self, method: SparseMethod, density: float) -> float:
         """Seconds of one generation of ``method`` at best: its schedule's dense calls at the

@@ -95,23 +95,25 @@ class _Tuner:
             dit_sparse.attached(self.pipe, setting.method) as handle,
         ):
             result = generate(self.pipe, request, progress=False, on_step=counted)
-            return result, (handle.summary(), handle.records(), handle.layouts())
+            return result, handle
 
     def run_dense(self) -> TimeModel:
         """Dense once per prompt; the references and the time model from them."""
-        runs, layouts = [], []
+        runs, layouts, layers = [], [], 0
         for index in range(len(self.prompts)):
             latents: dict[int, torch.Tensor] = {}
             recorder = latent_recorder(self.checkpoints, latents)
-            result, (_, records, seen) = self._generate(Setting("dense", Dense()), index, recorder)
+            result, handle = self._generate(Setting("dense", Dense()), index, recorder)
             self.references.append(_Reference(result.frames, latents))
-            runs.append((result.seconds, records))
-            layouts += seen
+            runs.append((result.seconds, handle.summary()))
+            layouts += handle.layouts()
+            layers = sum(runtime.num_layers for runtime in handle.runtimes)
         if not layouts:
             raise ValueError("the dense run attended over no video layout dit_sparse handles")
         measured = self.device.type == "cuda"
-        self.model = TimeModel.from_dense(runs, self.request.steps, layouts[0], measured)
-        dense_seconds = self.model.predict(runs[0][1])
+        steps = self.request.steps
+        self.model = TimeModel.from_dense(runs, steps, layers, layouts[0], measured)
+        dense_seconds = self.model.predict(min(runs, key=lambda run: run[0])[1])
         self.best = self._record(Setting("dense", Dense()), "reference")
         self.best.update(passed=True, predicted_seconds=dense_seconds, mean_density=1.0)
         self.best.update(generations=len(self.prompts), measured_seconds=[s for s, _ in runs])
@@ -142,14 +144,14 @@ class _Tuner:
     def evaluate(self, setting: Setting, phase: str) -> dict[str, Any]:
         """Run ``setting`` prompt by prompt against dense (see the module docstring)."""
         record = self._record(setting, phase)
-        predictions, densities, skipped = [], [], []
+        summaries = []
         for index, reference in enumerate(self.references):
             drifts: dict[int, float] = {}
             stop = functools.partial(self.rule.should_stop, index)
             recorder = latent_recorder(self.checkpoints, {}, reference.latents, drifts, stop)
             record["generations"] += 1
             try:
-                result, (summary, records, _) = self._generate(setting, index, recorder)
+                result, handle = self._generate(setting, index, recorder)
             except StopGeneration as stopped:
                 record["stopped"] = {"prompt": index, "step": stopped.step, "drift": stopped.drift}
                 record["drift"].append(drifts)
@@ -162,22 +164,20 @@ class _Tuner:
             score = self.target.score(metrics)
             record["scores"].append(score)
             record["measured_seconds"].append(result.seconds)
-            predictions.append(self.model.predict(records, summary["layers_skipped"]))
-            densities.append(summary["mean_density"])
-            skipped.append(summary["layers_skipped"])
+            summaries.append(handle.summary())
             if not self.target.prompt_ok(score):
                 self.rule.record_failure(index, drifts[self.checkpoints[-1]])
                 break
         else:
             record["passed"] = self.target.met(record["scores"])
-        if predictions:
+        if summaries:
             record.update(
-                predicted_seconds=float(np.mean(predictions)),
-                mean_density=float(np.mean(densities)),
-                layers_skipped=float(np.mean(skipped)),
+                predicted_seconds=float(np.mean([self.model.predict(s) for s in summaries])),
+                mean_density=float(np.mean([s["mean_density"] for s in summaries])),
+                layers_skipped=float(np.mean([s["layers_skipped"] for s in summaries])),
             )
         if record["scores"]:
-            record["mean_score"] = float(np.mean([min(s, 1e3) for s in record["scores"]]))
+            record["mean_score"] = float(np.mean(record["scores"]))
         self.candidates.append(record)
         self.log(_candidate_line(record, self.target))
         if record["passed"] and record["predicted_seconds"] < self.best["predicted_seconds"]:
