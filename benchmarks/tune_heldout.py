@@ -28,7 +28,7 @@ from dit_sparse.layout import TokenLayout
 from dit_sparse.pipelines.loading import load_pipeline
 from dit_sparse.quality import plots, report
 from dit_sparse.quality.environment import environment
-from dit_sparse.quality.harness import Case, Setting, make_settings, run_bench, summarize_runs
+from dit_sparse.quality.harness import Case, make_settings, run_bench, summarize_runs
 from dit_sparse.synthetic import evaluation_prompts
 from dit_sparse.tuning.profile import Profile
 from dit_sparse.tuning.target import QualityTarget
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     profile.save(out / "profile.json")
 
     settings = make_settings(["dense", *METHODS])
-    settings.append(Setting(f"tuned {profile.label}", profile.method_config(), profile.cache))
+    settings.append(profile.setting())
     cases = [Case(i, p, request.seed) for i, p in enumerate(heldout, start=len(tuning))]
     result = run_bench(pipe, request, cases, settings)
     doc = {

@@ -115,20 +115,14 @@ def _settings(args: argparse.Namespace):
         raise UsageError(f"a method in --methods is not available: {err}") from None
 
 
-def profile_settings(paths: list[str]) -> list[Any]:
-    """One `Setting` per ``--profile`` file: its method, options and cache, labelled
-    ``tuned <setting>`` (the Pareto plot marks these)."""
+def load_profiles(paths: list[str]) -> list[Any]:
+    """The `Profile` of each ``--profile`` file."""
     from ..tuning.profile import Profile
-    from .harness import Setting
 
-    settings = []
-    for path in paths:
-        try:
-            profile = Profile.load(path)
-        except ValueError as err:
-            raise UsageError(f"--profile: {err}") from None
-        settings.append(Setting(f"tuned {profile.label}", profile.method_config(), profile.cache))
-    return settings
+    try:
+        return [Profile.load(path) for path in paths]
+    except ValueError as err:
+        raise UsageError(f"--profile: {err}") from None
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -138,7 +132,8 @@ def _bench(args: argparse.Namespace) -> int:
     prompts = prompts_from_args(args, default_prompt(args.model))
     warn_untrained_prompts(args.model, prompts)
     seeds = _seeds(args.seeds)
-    settings = _settings(args) + profile_settings(args.profile)
+    profiles = load_profiles(args.profile)
+    settings = _settings(args) + [profile.setting() for profile in profiles]
     if args.lpips_weights is not None and not Path(args.lpips_weights).is_file():
         raise UsageError(f"--lpips-weights file not found: {args.lpips_weights}")
     device = resolve_device(args.device)
@@ -165,6 +160,9 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"note: {args.model}: {report.RANDOM_WEIGHTS_NOTE}")
     out = Path(args.output_dir)
     pipe = load_pipeline(args.model, device=device, dtype=dtype)
+    for profile in profiles:  # a profile tuned elsewhere says so, once
+        profile.check_model(pipe)
+        profile.check_size(args.frames, args.height, args.width)
     lpips = load_lpips(args.lpips_weights, device)
     if isinstance(lpips, LpipsUnavailable):
         print(f"note: LPIPS skipped: {lpips.reason}")

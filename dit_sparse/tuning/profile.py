@@ -68,6 +68,13 @@ class Profile:
         """The chosen method with its options."""
         return resolve_method(self.method, **self.options)
 
+    def setting(self):
+        """The chosen setting for the bench harness, labelled ``tuned <label>`` (the Pareto
+        plot draws those as stars)."""
+        from ..quality.harness import Setting
+
+        return Setting(f"tuned {self.label}", self.method_config(), self.cache)
+
     def save(self, path: str | Path) -> None:
         """Write as JSON, whole or not at all."""
         from ..quality.report import write_json

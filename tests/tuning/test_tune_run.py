@@ -110,6 +110,8 @@ def test_apply_from_a_profile_file_and_mismatch_warnings(profile, tiny_wan, tmp_
     layout = r"tuned for layout .*3x4x4.* applied to .*4x4x4"
     with pytest.warns(UserWarning, match=layout), dit_sparse.attached(tiny_wan, profile):
         generate(tiny_wan, resized, progress=False)
+    with pytest.warns(UserWarning, match="tuned for size 9x64x64 .* applied to 13x64x64"):
+        profile.check_size(13, 64, 64)  # what `bench --profile` checks before it runs
     with pytest.raises(TypeError, match="carries its own options"):
         dit_sparse.apply(tiny_wan, profile, sparsity=0.5)
 
