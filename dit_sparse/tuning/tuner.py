@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +33,12 @@ import torch
 
 import dit_sparse
 
-from ..generation import GenerationRequest, generate
+from ..api import SparseHandle
+from ..generation import GenerationRequest, GenerationResult, generate
 from ..methods import Dense
 from ..quality.environment import environment
 from ..quality.harness import Setting, setting_label, step_cache
-from ..quality.metrics import LpipsUnavailable, compare_videos, load_lpips
+from ..quality.metrics import LpipsScorer, LpipsUnavailable, compare_videos, load_lpips
 from . import space
 from .bisect import first_passing
 from .drift import EarlyStopRule, StopGeneration, checkpoint_steps, latent_recorder
@@ -59,7 +61,13 @@ class _Tuner:
     """Runs and scores candidates against dense; keeps every candidate and the best one."""
 
     def __init__(
-        self, pipe: Any, request: GenerationRequest, prompts: list[str], target, lpips, log
+        self,
+        pipe: Any,
+        request: GenerationRequest,
+        prompts: list[str],
+        target: QualityTarget,
+        lpips: LpipsScorer | None,
+        log: Callable[[str], None],
     ):
         self.pipe = pipe
         self.log = log
@@ -80,9 +88,11 @@ class _Tuner:
         self.model: TimeModel | None = None
         self.best: dict[str, Any] | None = None
 
-    def _generate(self, setting: Setting, index: int, on_step) -> tuple[Any, Any]:
-        """One generation of ``setting`` on prompt ``index``: (result, handle summary and
-        records), counting the generation and every step it runs."""
+    def _generate(
+        self, setting: Setting, index: int, on_step: Callable[[int, torch.Tensor], None]
+    ) -> tuple[GenerationResult, SparseHandle]:
+        """One generation of ``setting`` on prompt ``index`` and the (removed) handle that
+        recorded it, counting the generation and every step it runs."""
         request = dataclasses.replace(self.request, prompt=self.prompts[index])
 
         def counted(step: int, latents: torch.Tensor) -> None:
@@ -126,7 +136,7 @@ class _Tuner:
             "label": setting.label,
             "method": setting.method.name,
             "options": setting.method.options(),
-            "cache": self.calibrated.get(setting.cache, setting.cache),
+            "cache": setting.cache,
             "phase": phase,
             "passed": False,
             "scores": [],
@@ -170,6 +180,7 @@ class _Tuner:
                 break
         else:
             record["passed"] = self.target.met(record["scores"])
+        record["cache"] = self.calibrated.get(setting.cache, setting.cache)  # MagCache's ratios
         if summaries:
             record.update(
                 predicted_seconds=float(np.mean([self.model.predict(s) for s in summaries])),
