@@ -39,6 +39,10 @@ def profile(tiny_wan):
     )
 
 
+def test_the_package_exports_tune_and_profile(profile):
+    assert dit_sparse.tune is tune and isinstance(profile, dit_sparse.Profile)
+
+
 def test_bisection_on_a_real_model_finds_the_boundary(profile):
     tried = {c["options"]["sparsity"]: c for c in profile.candidates if c["method"] == "adaspa"}
     values = space.KNOBS["adaspa"].values
