@@ -4,10 +4,12 @@ handle = dit_sparse.apply(pipe, "radial")   # or dit_sparse.Radial(...), "svg", 
 video = pipe(...).frames[0]
 print(handle.report())
 dit_sparse.remove(pipe)
+dit_sparse.tune(pipe, prompts, "psnr=24").save("profile.json")  # then apply(pipe, "profile.json")
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from .api import SparseHandle, apply, attached, handle_of, remove
@@ -26,10 +28,17 @@ _LAZY_METHODS = {
 }
 
 
+# name -> (module, attribute) of the tuning API, loaded on first use too.
+_LAZY_TUNING = {"tune": ("tuning.tuner", "tune"), "Profile": ("tuning.profile", "Profile")}
+
+
 def __getattr__(name: str) -> Any:
     # Method configs load on first use, keeping `import dit_sparse` light.
     if name in _LAZY_METHODS:
         return method_class(_LAZY_METHODS[name])
+    if name in _LAZY_TUNING:
+        module, attribute = _LAZY_TUNING[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
     raise AttributeError(f"module 'dit_sparse' has no attribute {name!r}")
 
 
@@ -38,6 +47,7 @@ __all__ = [
     "BlockPlan",
     "Dense",
     "KernelCompileError",
+    "Profile",
     "Radial",
     "SparseHandle",
     "SparseMethod",
@@ -48,4 +58,5 @@ __all__ = [
     "attached",
     "handle_of",
     "remove",
+    "tune",
 ]

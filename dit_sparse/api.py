@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -13,6 +14,10 @@ from .methods import SparseMethod, resolve_method
 from .pipelines.registry import get_adapter
 from .runtime import SparseRuntime
 from .stats import StatsRecorder, format_cache_skips, format_report, summarize
+
+if TYPE_CHECKING:
+    from .layout import TokenLayout
+    from .tuning.profile import Profile
 
 _ATTR = "_dit_sparse_handle"
 _TRANSFORMER_NAMES = ("transformer", "transformer_2")
@@ -28,6 +33,7 @@ class SparseHandle:
         self.method = method
         self.runtimes = runtimes
         self._stats = stats
+        self.owns_cache = False  # a profile's step cache, enabled by `apply`, gone at `remove`
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per attention call: transformer, layer, step, branch, kind, density, seconds."""
@@ -52,6 +58,10 @@ class SparseHandle:
         records = self.records()
         extra = self.method.report_lines(records) + format_cache_skips(self.forwards())
         return format_report(self.method.name, records, extra)
+
+    def layouts(self) -> list[TokenLayout]:
+        """The token layouts the attached transformers have attended over so far."""
+        return sorted({layout for r in self.runtimes for layout in r.layouts}, key=repr)
 
     def reset_stats(self) -> None:
         self._stats.clear()
@@ -87,25 +97,54 @@ def _num_steps_fallback(target: Any):
     return num_steps
 
 
-def apply(target: Any, method: str | SparseMethod = "dense", **options: Any) -> SparseHandle:
+def _profile(method: Any) -> Profile | None:
+    """The `Profile` ``method`` is or names (a path ending in ``.json``), else None."""
+    from .tuning.profile import Profile
+
+    if isinstance(method, Profile):
+        return method
+    if isinstance(method, os.PathLike) or (
+        isinstance(method, str) and method.lower().endswith(".json")
+    ):
+        return Profile.load(method)
+    return None
+
+
+def apply(
+    target: Any, method: str | os.PathLike | SparseMethod | Profile = "dense", **options: Any
+) -> SparseHandle:
     """Attach a sparse attention method to a pipeline (every transformer it holds) or a transformer.
 
     ``method`` is a name (``"dense"``, ``"radial"``, ``"svg"``, ``"adaspa"``) with its options as
-    keywords, or a config object (``dit_sparse.Radial(...)``). A method already attached is
-    replaced. Raises ``ValueError`` for an unsupported transformer class.
+    keywords, a config object (``dit_sparse.Radial(...)``), or a profile that `dit_sparse.tune`
+    wrote (its path, ``"profile.json"``, or the `Profile`): its method and options, with a
+    one-time warning if the model or the token layout is not the one it was tuned on; a step
+    cache it names is enabled on ``target`` and disabled again by `remove`. A method already
+    attached is replaced. Raises ``ValueError`` for an unsupported transformer class.
     """
-    config = resolve_method(method, **options)
+    profile = _profile(method)
+    if profile is not None and options:
+        raise TypeError("a profile carries its own options; pass none beside it")
+    config = profile.method_config() if profile else resolve_method(method, **options)
     transformers = _transformers(target)
     adapters = [get_adapter(module) for _, module in transformers]
     remove(target)
+    if profile is not None:
+        profile.check_model(target)
     stats = StatsRecorder()
+    on_layout = profile.check_layout if profile else None
     runtimes = [
-        SparseRuntime(module, name, config, adapter, stats, _num_steps_fallback(target))
+        SparseRuntime(module, name, config, adapter, stats, _num_steps_fallback(target), on_layout)
         for (name, module), adapter in zip(transformers, adapters)
     ]
     for runtime in runtimes:
         runtime.attach()
     handle = SparseHandle(target, config, runtimes, stats)
+    if profile is not None and profile.cache is not None:
+        from . import caches
+
+        caches.enable_cache(target, profile.cache, num_steps=profile.request["steps"])
+        handle.owns_cache = True
     setattr(target, _ATTR, handle)
     return handle
 
@@ -117,6 +156,10 @@ def remove(target: Any) -> None:
         return
     for runtime in handle.runtimes:
         runtime.detach()
+    if handle.owns_cache:
+        from . import caches
+
+        caches.disable_cache(target)
     delattr(target, _ATTR)
 
 

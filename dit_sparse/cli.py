@@ -37,13 +37,35 @@ def build_method(name: str, items: list[str]) -> SparseMethod:
         raise UsageError(str(err)) from None
 
 
+def _load_profile(args: argparse.Namespace):
+    """``--profile``'s `Profile` (its method instead of ``--method``/``-o``); its tuned size
+    and steps fill those not given. None without ``--profile``."""
+    if args.profile is None:
+        return None
+    from .tuning.profile import Profile
+
+    if args.method is not None or args.option or args.cache is not None:
+        raise UsageError("--profile sets the method, its options and the cache; drop the others")
+    try:
+        profile = Profile.load(args.profile)
+    except ValueError as err:
+        raise UsageError(f"--profile: {err}") from None
+    for name in ("frames", "height", "width", "steps", "guidance"):
+        if getattr(args, name) is None:
+            setattr(args, name, profile.request[name])
+    return profile
+
+
 def _generate(args: argparse.Namespace) -> int:
     from .generation import check_output_path
 
+    profile = _load_profile(args)
     fill_size_defaults(args)
     if args.prompt is None:
         args.prompt = default_prompt(args.model)
-    method = build_method(args.method, args.option)
+    method = (
+        profile.method_config() if profile else build_method(args.method or "dense", args.option)
+    )
     check_video_args(args.model, args.frames, args.height, args.width, args.steps)
     if args.cache is not None:
         try:
@@ -78,7 +100,7 @@ def _generate(args: argparse.Namespace) -> int:
         from .parallel import enable_ulysses
 
         enable_ulysses(pipe, args.ulysses)
-    handle = dit_sparse.apply(pipe, method)
+    handle = dit_sparse.apply(pipe, profile or method)
     request = generation_request(args, args.prompt, seed=args.seed)
     if args.cache is not None:
         calibrate = lambda: generate(pipe, request, progress=False)  # noqa: E731 (MagCache)
@@ -162,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="generate a video with a sparse attention method")
     add_generation_args(gen, default_model=DEFAULT_MODEL)
-    gen.add_argument("--method", default="dense", help=f"one of {', '.join(METHODS)}")
+    gen.add_argument("--method", default=None, help=f"one of {', '.join(METHODS)} (dense)")
+    gen.add_argument(
+        "--profile", default=None, metavar="FILE", help="a profile.json from `dit-sparse tune`"
+    )
     gen.add_argument(
         "--option",
         "-o",
@@ -202,8 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     presets.set_defaults(func=_presets)
 
     from .quality.bench import add_bench_parser
+    from .tuning.command import add_tune_parser
 
     add_bench_parser(sub)
+    add_tune_parser(sub)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +40,18 @@ def _is_image_pipeline(pipe) -> bool:
     return "num_frames" not in inspect.signature(pipe.__call__).parameters
 
 
-def generate(pipe, request: GenerationRequest, progress: bool = True) -> GenerationResult:
+def generate(
+    pipe,
+    request: GenerationRequest,
+    progress: bool = True,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+) -> GenerationResult:
     """Run ``pipe`` for ``request``; wall time measured with the device synchronised.
 
     The initial latents come from a generator seeded with ``request.seed`` on the pipeline's
-    device, so two runs with the same seed start from the same noise.
+    device, so two runs with the same seed start from the same noise. ``on_step(index,
+    latents)`` is called after each denoising step (the pipeline's ``callback_on_step_end``);
+    an exception it raises ends the generation.
     """
     device = pipe._execution_device
     generator = torch.Generator(device=device).manual_seed(request.seed)
@@ -59,6 +67,13 @@ def generate(pipe, request: GenerationRequest, progress: bool = True) -> Generat
         kwargs["negative_prompt"] = request.negative_prompt
     if request.guidance is not None:
         kwargs["guidance_scale"] = request.guidance
+    if on_step is not None:
+
+        def callback(pipe, index, timestep, tensors):
+            on_step(index, tensors["latents"])
+            return tensors
+
+        kwargs.update(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"])
     image = _is_image_pipeline(pipe)
     if not image:
         kwargs["num_frames"] = request.frames

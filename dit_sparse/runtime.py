@@ -31,6 +31,7 @@ class SparseRuntime:
         adapter: ModelAdapter,
         stats: StatsRecorder,
         num_steps_fallback: Callable[[], int | None],
+        on_layout: Callable[[TokenLayout], None] | None = None,
     ) -> None:
         self.transformer = transformer
         self.name = name
@@ -40,7 +41,8 @@ class SparseRuntime:
         self.modules = adapter.attention_modules(transformer)
         self.tracker = StepTrackingHook(adapter, num_steps_fallback, self._record_forward)
         self._original: list[Any] = []
-        self._checked_layouts: set = set()
+        self.layouts: set[TokenLayout] = set()  # every layout seen (and checked) so far
+        self._on_layout = on_layout
         # Unique for the whole process (id() can be reused): the key of this runtime's
         # one-time warnings, and how compiled graphs' attention op finds it.
         self.key = ops.register_runtime(self)
@@ -84,9 +86,11 @@ class SparseRuntime:
         )
 
     def _check_layout(self, layout: TokenLayout) -> None:
-        if layout not in self._checked_layouts:
+        if layout not in self.layouts:
             self.method.check_layout(layout)
-            self._checked_layouts.add(layout)
+            if self._on_layout is not None:
+                self._on_layout(layout)
+            self.layouts.add(layout)
 
     def _attend_sparse(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, call: AttentionCall

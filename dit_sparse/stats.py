@@ -123,13 +123,15 @@ class StatsRecorder:
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Totals over records: calls, attention seconds, mean density (by call)."""
+    """Totals over records: calls, attention seconds, mean density (by call), and
+    ``mass_passes``: the passes over the block mass that AdaSpa's searches made."""
     if not records:
-        return {"calls": 0, "attention_seconds": 0.0, "mean_density": None}
+        return {"calls": 0, "attention_seconds": 0.0, "mean_density": None, "mass_passes": 0}
     return {
         "calls": len(records),
         "attention_seconds": sum(r["seconds"] for r in records),
         "mean_density": sum(r["density"] for r in records) / len(records),
+        "mass_passes": sum(r.get("mass_passes", 0) for r in records),
     }
 
 

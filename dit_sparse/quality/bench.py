@@ -73,7 +73,8 @@ def parse_sweeps(items: list[str]) -> dict[str, dict[str, list[Any]]]:
     return sweeps
 
 
-def _prompts(args: argparse.Namespace, default: str) -> list[str]:
+def prompts_from_args(args: argparse.Namespace, default: str) -> list[str]:
+    """``--prompts FILE`` (one a line, ``#`` comments) or ``--prompt``, else ``[default]``."""
     if args.prompts is None:
         return [args.prompt if args.prompt is not None else default]
     if args.prompt is not None:
@@ -114,14 +115,25 @@ def _settings(args: argparse.Namespace):
         raise UsageError(f"a method in --methods is not available: {err}") from None
 
 
+def load_profiles(paths: list[str]) -> list[Any]:
+    """The `Profile` of each ``--profile`` file."""
+    from ..tuning.profile import Profile
+
+    try:
+        return [Profile.load(path) for path in paths]
+    except ValueError as err:
+        raise UsageError(f"--profile: {err}") from None
+
+
 def _bench(args: argparse.Namespace) -> int:
     """Validate everything, load the model, run the plan, write every output."""
     fill_size_defaults(args)
     check_video_args(args.model, args.frames, args.height, args.width, args.steps)
-    prompts = _prompts(args, default_prompt(args.model))
+    prompts = prompts_from_args(args, default_prompt(args.model))
     warn_untrained_prompts(args.model, prompts)
     seeds = _seeds(args.seeds)
-    settings = _settings(args)
+    profiles = load_profiles(args.profile)
+    settings = _settings(args) + [profile.setting() for profile in profiles]
     if args.lpips_weights is not None and not Path(args.lpips_weights).is_file():
         raise UsageError(f"--lpips-weights file not found: {args.lpips_weights}")
     device = resolve_device(args.device)
@@ -148,6 +160,9 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"note: {args.model}: {report.RANDOM_WEIGHTS_NOTE}")
     out = Path(args.output_dir)
     pipe = load_pipeline(args.model, device=device, dtype=dtype)
+    for profile in profiles:  # a profile tuned elsewhere says so, once
+        profile.check_model(pipe)
+        profile.check_size(args.frames, args.height, args.width)
     lpips = load_lpips(args.lpips_weights, device)
     if isinstance(lpips, LpipsUnavailable):
         print(f"note: LPIPS skipped: {lpips.reason}")
@@ -184,7 +199,10 @@ def _bench(args: argparse.Namespace) -> int:
         "warmup_each": args.warmup_each,
     }
     figures = ["pareto.png"]
-    plots.plot_pareto(summarize_runs(result), out / "pareto.png", pareto_note, x=pareto_x)
+    tuned = [s.label for s in settings if s.label.startswith("tuned ")]
+    plots.plot_pareto(
+        summarize_runs(result), out / "pareto.png", pareto_note, x=pareto_x, highlight=tuned
+    )
     for case in cases:
         figures.append(f"psnr/{case.slug}.png")
         runs = [r for r in result.runs if r.case == case]
@@ -243,5 +261,12 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="also run each method once untimed first (keeps Triton compile/autotune out)",
     )
     bench.add_argument("--fps", type=int, default=16, help="of the side-by-side videos")
+    bench.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also run a `dit-sparse tune` profile's setting (repeatable)",
+    )
     caches.add_cache_argument(bench, repeatable=True)
     return bench

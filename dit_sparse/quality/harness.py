@@ -155,6 +155,29 @@ def _recording_errors(record: RunRecord) -> Iterator[None]:
             torch.cuda.empty_cache()
 
 
+@contextlib.contextmanager
+def step_cache(
+    pipe: Any, spec: str | None, request: GenerationRequest, calibrated: dict[str, str]
+) -> Iterator[None]:
+    """The step cache ``spec`` enabled on ``pipe`` for the block (none for None). MagCache is
+    calibrated once, untimed, and ``calibrated`` keeps each spec with what it measured."""
+    if spec is None:
+        yield
+        return
+    if spec not in calibrated:
+        calibrate = lambda: generate(pipe, request, progress=False)  # noqa: E731
+        config = caches.enable_cache(pipe, spec, num_steps=request.steps, calibrate=calibrate)
+        ratios = getattr(config, "mag_ratios", None)
+        keep = "mag_ratios" in spec or ratios is None
+        calibrated[spec] = spec if keep else f"{spec},mag_ratios={ratios.tolist()}"
+    else:
+        caches.enable_cache(pipe, calibrated[spec], num_steps=request.steps)
+    try:
+        yield
+    finally:
+        caches.disable_cache(pipe)
+
+
 class _Runner:
     """Runs generations for `run_bench`, keeping records, warm-ups and the progress bar."""
 
@@ -166,34 +189,13 @@ class _Runner:
         self.warmups: list[RunRecord] = []
         self.calibrated: dict[str, str] = {}  # cache spec -> with MagCache's ratios
 
-    @contextlib.contextmanager
-    def cache(self, spec: str | None, request: GenerationRequest) -> Iterator[None]:
-        """The step cache ``spec`` enabled for the block (MagCache calibrated once, untimed)."""
-        if spec is None:
-            yield
-            return
-        if spec not in self.calibrated:
-            calibrate = lambda: generate(self.pipe, request, progress=False)  # noqa: E731
-            config = caches.enable_cache(
-                self.pipe, spec, num_steps=request.steps, calibrate=calibrate
-            )
-            ratios = getattr(config, "mag_ratios", None)
-            keep = "mag_ratios" in spec or ratios is None
-            self.calibrated[spec] = spec if keep else f"{spec},mag_ratios={ratios.tolist()}"
-        else:
-            caches.enable_cache(self.pipe, self.calibrated[spec], num_steps=request.steps)
-        try:
-            yield
-        finally:
-            caches.disable_cache(self.pipe)
-
     def generate(self, record: RunRecord, request: GenerationRequest) -> np.ndarray | None:
         """One timed generation under ``record``'s method and cache: fills its time and
         attention summary and returns the frames, or records the error and returns None."""
         setting = record.setting
         with (
             _recording_errors(record),
-            self.cache(setting.cache, request),
+            step_cache(self.pipe, setting.cache, request, self.calibrated),
             dit_sparse.attached(self.pipe, setting.method) as h,
         ):
             result = generate(self.pipe, request, progress=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -59,16 +60,26 @@ X_AXES = {
 
 
 def plot_pareto(
-    summaries: list[SettingSummary], path: str | Path, note: str | None, x: str = "speedup"
+    summaries: list[SettingSummary],
+    path: str | Path,
+    note: str | None,
+    x: str = "speedup",
+    highlight: Collection[str] = (),
 ) -> None:
     """Write `pareto_figure` to ``path``."""
-    _save(pareto_figure(summaries, note, x), path)
+    _save(pareto_figure(summaries, note, x, highlight), path)
 
 
-def pareto_figure(summaries: list[SettingSummary], note: str | None, x: str = "speedup") -> Figure:
+def pareto_figure(
+    summaries: list[SettingSummary],
+    note: str | None,
+    x: str = "speedup",
+    highlight: Collection[str] = (),
+) -> Figure:
     """Quality against ``x`` (``"speedup"``: measured end to end, where the timing means
     something; ``"density"``: the share of attention computed, which holds on any device), one
-    labelled point per method setting and one panel per quality metric that has values."""
+    labelled point per method setting and one panel per quality metric that has values. The
+    settings labelled in ``highlight`` (tuned ones) are drawn as large red stars."""
     field, x_label = X_AXES[x]
     points = [s for s in summaries if not s.setting.is_dense and getattr(s, field) is not None]
     panels = [
@@ -86,7 +97,13 @@ def pareto_figure(summaries: list[SettingSummary], note: str | None, x: str = "s
         ceiling = _ceiling([getattr(s, metric) for s in shown])
         values = _drawn([getattr(s, metric) for s in shown], ceiling)
         xs = [getattr(s, field) for s in shown]
-        axes.scatter(xs, values, zorder=3)
+        marked = [s.setting.label in highlight for s in shown]
+        plain = [(px, py) for px, py, m in zip(xs, values, marked) if not m]
+        stars = [(px, py) for px, py, m in zip(xs, values, marked) if m]
+        if plain:
+            axes.scatter(*zip(*plain), zorder=3)
+        if stars:
+            axes.scatter(*zip(*stars), marker="*", s=220, color="red", zorder=4, label="tuned")
         for summary, x_value, value in zip(shown, xs, values):
             text = summary.setting.label + (" (inf)" if value == ceiling else "")
             axes.annotate(text, (x_value, value), textcoords="offset points", xytext=(4, 4))

@@ -173,3 +173,18 @@ def test_kernel_tiny_8bit_checks_and_sweep_columns(script, tmp_path):
     for row in doc["sweep"]:
         assert row["kernel_8bit_ms"] > 0 and row["bf16_over_8bit"] > 0
         assert row["quantize_ms"] is None  # no quantisation passes in the reference
+
+
+def test_tune_heldout_tiny(script, tmp_path):
+    module = script("tune_heldout")
+    argv = ["--tiny", "--tune-prompts", "1", "--heldout", "1", "--out-dir", str(tmp_path)]
+    assert module.main(argv) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    profile = json.loads((tmp_path / "profile.json").read_text())
+    assert doc["gpu"] == "cpu" and doc["model"] == "tiny-wan" and doc["command"]
+    assert len(doc["tune_prompts"]) == len(doc["heldout_prompts"]) == 1
+    rows = {row["setting"]: row for row in doc["heldout"]}
+    assert list(rows) == ["radial", "svg", "adaspa", f"tuned {profile['label']}"]
+    assert all(row["prompts"] == 1 and row["predicted_speedup"] > 0 for row in rows.values())
+    assert doc["tune"]["cost"] == profile["cost"]
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"

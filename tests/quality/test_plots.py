@@ -64,3 +64,16 @@ def test_nothing_scored_draws_no_empty_panel(x):
     figure = pareto_figure([DENSE, failed], None, x=x)
     assert figure.axes == []
     assert "no method setting has quality numbers" in [t.get_text() for t in figure.texts]
+
+
+def test_tuned_settings_are_red_stars_beside_the_plain_points():
+    tuned = Setting("tuned svg", resolve_method("svg", density=0.4))
+    runs = [
+        DENSE,
+        summary(resolve_method("radial"), 0.8, 0.9, psnr=34.0),
+        SettingSummary(**{**vars(summary(tuned.method, 0.5, 1.2, psnr=30.0)), "setting": tuned}),
+    ]
+    (axes,) = pareto_figure(runs, None, x="density", highlight=["tuned svg"]).axes
+    plain, stars = axes.collections
+    assert plain.get_offsets().tolist() == [[0.8, 34.0]]
+    assert stars.get_offsets().tolist() == [[0.5, 30.0]] and stars.get_label() == "tuned"
