@@ -73,6 +73,7 @@ def kmeans(x: torch.Tensor, centroids: torch.Tensor, iterations: int) -> KMeansR
     """
     if iterations < 1:
         raise ValueError(f"kmeans needs at least one iteration, got {iterations}")
+    x = x.contiguous()  # once, not per iteration (q and k often come as transposed views)
     for _ in range(iterations):
         labels, centroids, sizes = lloyd_step(x, centroids)
     return KMeansResult(labels, centroids, sizes)
