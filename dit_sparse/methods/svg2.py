@@ -42,20 +42,18 @@ recall. Blocks of 64 hold more (0.923 against 0.877 at a density of 0.28-0.29) b
 narrower kernel tiles: to be measured on the GPU (``benchmarks/attention_layer.py``).
 
 Defaults, from the official scripts (``scripts/wan/wan_t2v_720p_sap.sh``, Wan2.1-T2V-14B at
-720p x 81 frames, 75,600 tokens, 50 steps): 300 query / 1000 key clusters there
+720p x 81 frames, 75,600 tokens, 50 steps): 300 query / 1000 key clusters
 (``qc_kmeans``/``kc_kmeans``; 200 / 1000 in ``wan_i2v_480p_sap.sh``, 400 / 1000 for
-HunyuanVideo), scaled here with the sequence length (`cluster_counts`), ``top_p_k=0.9``, ``min_kc_ratio=0.10``,
+HunyuanVideo), ``top_p_k=0.9``, ``min_kc_ratio=0.10``,
 ``kmeans_iter_init=50``, ``kmeans_iter_step=2``, ``first_times_fp=0.2`` (dense steps; 0.35 in
 ``wan_i2v_720p_sap.sh``, 0.1 for HunyuanVideo), ``first_layers_fp=0.03`` (dense layers).
 ``zero_step_kmeans_init`` (``hyvideo_t2v_inference.py``, off unless passed) also clusters
 during the dense warm-up, so that the first sparse step starts from warm centroids.
 
-Cluster counts follow the sequence length: the official scripts fix 300 / 1000 clusters
-whatever the resolution, which at 720p is ~252 queries and ~76 keys a cluster. Unless
-``q_clusters`` / ``k_clusters`` are given, `cluster_counts` keeps those tokens per cluster
-(300 and 1000 at 75,600 tokens, 130 and 433 at Wan 480p's 32,760, 5 and 17 at ``wan-shapes``'
-1,280): at a few thousand tokens the fixed counts leave one or two keys a cluster, whose
-centroids estimate nothing (``docs/BENCHMARKS.md``, svg2 on ``wan-shapes``).
+The official counts are fixed whatever the resolution (~252 queries and ~76 keys a cluster at
+720p). Counts scaled to keep those tokens per cluster were measured on ``wan-shapes`` (1,280
+tokens: 5 / 17 clusters) and lost more quality than the fixed counts at every density
+(``docs/BENCHMARKS.md``, svg2 on ``wan-shapes``), so the defaults stay the official ones.
 
 Differences from the official code, on purpose: centroids are kept per guidance branch (the
 official processor keeps one set per layer, which the conditional and unconditional passes
@@ -96,9 +94,6 @@ from .svg2_clusters import (
 )
 
 _MIN_BLOCK = 16
-# The official cluster counts and the sequence length they were set for (module docstring).
-OFFICIAL_TOKENS = 75_600
-OFFICIAL_Q_CLUSTERS, OFFICIAL_K_CLUSTERS = 300, 1000
 _SELECTIONS = ("blocks", "clusters")
 # Short sequences get smaller blocks, so that they have at least this many to choose from.
 _MIN_BLOCKS_PER_SEQUENCE = 16
@@ -138,9 +133,8 @@ class SparseVideoGen2(SparseMethod):
     Fields (defaults from the official Wan2.1-T2V 720p script, see the module docstring):
         dense_steps: leading steps run dense, default 0.2 of the steps (``first_times_fp``).
         dense_layers: leading layers run dense, default 0.03 (``first_layers_fp``).
-        q_clusters: query clusters per head (at most the sequence length); default None:
-            scaled with the sequence length, 300 at 75,600 tokens (`cluster_counts`).
-        k_clusters: key clusters per head, likewise; default None: 1000 at 75,600 tokens.
+        q_clusters: query clusters per head, default 300 (at most the sequence length).
+        k_clusters: key clusters per head, default 1000 (at most the sequence length).
         top_p: share of each query block's (``selection="clusters"``: query cluster's)
             estimated attention its kept key blocks (clusters) cover, in (0, 1], default 0.9;
             1 keeps every pair (dense, in a permuted order).
@@ -164,8 +158,8 @@ class SparseVideoGen2(SparseMethod):
 
     dense_steps: int | float = 0.2
     dense_layers: int | float = 0.03
-    q_clusters: int | None = None
-    k_clusters: int | None = None
+    q_clusters: int = 300
+    k_clusters: int = 1000
     top_p: float = 0.9
     min_kc_ratio: float = 0.1
     kmeans_iter_init: int = 50
@@ -185,7 +179,7 @@ class SparseVideoGen2(SparseMethod):
         if not 0.0 <= self.min_kc_ratio <= 1.0:
             raise ValueError(f"min_kc_ratio must be in [0, 1], got {self.min_kc_ratio}")
         for name in ("q_clusters", "k_clusters", "kmeans_iter_init", "kmeans_iter_step"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
+            if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.selection not in _SELECTIONS:
             raise ValueError(f"selection must be one of {_SELECTIONS}, got {self.selection!r}")
@@ -199,18 +193,8 @@ class SparseVideoGen2(SparseMethod):
 
     def cluster_counts(self, seq_len: int) -> tuple[int, int]:
         """Query and key clusters per head at ``seq_len`` tokens: ``q_clusters`` and
-        ``k_clusters`` where given, else the official counts times ``seq_len / 75,600``
-        (rounded, at least 1); at most ``seq_len`` either way."""
-
-        def count(given: int | None, official: int) -> int:
-            if given is None:
-                given = max(1, round(official * seq_len / OFFICIAL_TOKENS))
-            return min(given, seq_len)
-
-        return (
-            count(self.q_clusters, OFFICIAL_Q_CLUSTERS),
-            count(self.k_clusters, OFFICIAL_K_CLUSTERS),
-        )
+        ``k_clusters``, at most ``seq_len`` each."""
+        return min(self.q_clusters, seq_len), min(self.k_clusters, seq_len)
 
     def block_for(self, seq_len: int) -> int:
         """The block size used at ``seq_len`` tokens: ``block_size``, or the largest power of

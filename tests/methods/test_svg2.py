@@ -348,8 +348,8 @@ def test_zero_step_init_clusters_during_warm_up():
 def test_defaults_and_validation():
     method = dit_sparse.SparseVideoGen2()
     assert (method.q_clusters, method.k_clusters, method.top_p, method.min_kc_ratio) == (
-        None,
-        None,
+        300,
+        1000,
         0.9,
         0.1,
     )
@@ -370,20 +370,14 @@ def test_defaults_and_validation():
         SparseVideoGen2(block_size=96)
 
 
-def test_cluster_counts_keep_the_official_tokens_per_cluster_unless_given():
+def test_cluster_counts_are_at_most_the_sequence_length():
     method = dit_sparse.SparseVideoGen2()
-    assert method.cluster_counts(75_600) == (300, 1000)  # the official scripts' resolution
-    assert method.cluster_counts(32_760) == (130, 433)  # Wan 480p x 81 frames
-    assert method.cluster_counts(1_280) == (5, 17)  # wan-shapes
-    assert method.cluster_counts(100) == (1, 1)  # at least one cluster
-    given = dit_sparse.SparseVideoGen2(q_clusters=300, k_clusters=1000)
-    assert given.cluster_counts(32_760) == (300, 1000)
-    assert given.cluster_counts(500) == (300, 500)  # at most one token a cluster
+    assert method.cluster_counts(75_600) == method.cluster_counts(32_760) == (300, 1000)
+    assert method.cluster_counts(500) == (300, 500)  # at most one token a cluster
     layout = TokenLayout(3, 6, 8)
     q, k, v = random_qkv(layout, 14)
-    call = call_for(layout, {})
-    q_result, k_result, _ = sparse(k_clusters=7).cluster(q, k, call)
-    assert q_result.centroids.shape[1] == 1 and k_result.centroids.shape[1] == 7
+    q_result, k_result, _ = sparse(q_clusters=2, k_clusters=7).cluster(q, k, call_for(layout, {}))
+    assert q_result.centroids.shape[1] == 2 and k_result.centroids.shape[1] == 7
 
 
 def test_tiny_wan_with_full_plan_reproduces_the_unpatched_pipeline(tiny_wan):
