@@ -10,14 +10,16 @@ Two parts, for each dtype:
 
 - **kernels**: `block_sparse_attention` on a random ragged plan with its LSE, at head dims 64
   and 128, against the float64 reference, in the input dtype's precision and in 8 bits
-  (``precision="8bit"``, with its own tolerances);
+  (``precision="8bit"``, with its own tolerances); SVG2's k-means iteration (`lloyd_step`) on
+  clustered vectors at ragged sizes against float64 distances and means;
 - **methods**: a transformer of Wan2.1-1.3B's architecture (its heads and head dim, two
   layers, random weights) at a 17-frame 480p latent, driven through one step of every kind
   of each method's default schedule (``transformer.cache_context`` with the step index, as a
   pipeline sets it): dense warm-up, Radial's static plan, SVG's profiling and plan, AdaSpa's
   dense LSE step, fused search (dense attention + block mass in one pass), reuse and cached
-  search. Every kernel a method calls (attention with per-head permuted plans, SVG's masked
-  row errors, block mass, AdaSpa's ranking and selection, dense attention with LSE or mass) is
+  search, SVG2's first and warm clusterings. Every kernel a method calls (attention with
+  per-head permuted plans, SVG's masked row errors, block mass, AdaSpa's ranking and
+  selection, dense attention with LSE or mass, SVG2's k-means iterations) is
   checked against its reference on the inputs it was given, for the first calls of each
   (method, step kind, kernel). ``dense`` through `apply` must equal the bare forward exactly,
   each step must do the kind of work the schedule says, and every output must be finite.
@@ -57,7 +59,7 @@ from e2e import MODELS, TINY_CONFIG, ModelSpec, build_transformer, make_inputs
 
 import dit_sparse
 from dit_sparse import methods as methods_package
-from dit_sparse.kernels import block_sparse_attention
+from dit_sparse.kernels import block_sparse_attention, lloyd_step
 from dit_sparse.kernels.block_mass import sampled_rows
 from dit_sparse.kernels.reference import (
     block_attention_mass_reference,
@@ -85,6 +87,11 @@ ROW_ERRORS_TOLERANCE = {torch.bfloat16: 2e-3, torch.float16: 5e-4, torch.float32
 # error comes from the INT8 scores (about 1e-2 there).
 OUT_TOLERANCE_8BIT = 5e-2
 LSE_TOLERANCE_8BIT = 5e-2
+# k-means assignment: how much farther the chosen centroid may be than the nearest one (float64
+# distances), as a share of ||x||^2 + ||c||^2; the kernel scores centroids rounded to the input
+# dtype (relative error of half its unit roundoff per element) with fp32 dot products.
+KMEANS_GAP_TOLERANCE = {torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float32: 1e-5}
+KMEANS_MEANS_TOLERANCE = 1e-5  # relative L2 of the means: fp32 sums of the inputs
 CHECKED_CALLS = 2  # per (method, step kind, kernel): the reference is slow
 # Wan2.1-1.3B's heads and head dim; 480p's 60x104 latent, 5 latent frames (17 video frames).
 SMOKE_SPEC = ModelSpec(
@@ -234,6 +241,30 @@ def _check_ascending(checks: Checks, a: dict[str, Any], result: Any) -> None:
     checks.require("kept_blocks_ascending", torch.equal(result, ref))
 
 
+def _check_lloyd(checks: Checks, a: dict[str, Any], result: Any) -> None:
+    """The labels against float64 distances (each one's excess over the nearest centroid),
+    the sizes and means against float64 ones of the kernel's own clusters."""
+    x, centroids = a["x"].double(), a["centroids"].double()
+    labels, means, sizes = result
+    distances = torch.cdist(x, centroids).square()
+    nearest = distances.amin(-1)
+    chosen = distances.gather(-1, labels[..., None])[..., 0]
+    norms = x.square().sum(-1) + centroids.square().sum(-1).gather(-1, labels)
+    gap = ((chosen - nearest) / norms.clamp_min(1e-30)).max().item()
+    checks.add("lloyd_step assignment", "max_gap", gap, KMEANS_GAP_TOLERANCE[a["x"].dtype])
+    groups, clusters, dim = centroids.shape
+    index = (labels + clusters * torch.arange(groups, device=x.device)[:, None]).flatten()
+    counts = torch.zeros(groups * clusters, dtype=torch.long, device=x.device)
+    counts.index_add_(0, index, torch.ones_like(index))
+    checks.require("lloyd_step sizes", torch.equal(sizes.flatten(), counts))
+    sums = torch.zeros(groups * clusters, dim, dtype=torch.float64, device=x.device)
+    sums.index_add_(0, index, x.reshape(-1, dim))
+    full = (counts > 0)[:, None]
+    expected = torch.where(full, sums / counts.clamp_min(1)[:, None], centroids.reshape(-1, dim))
+    checks.add("lloyd_step means", "rel_l2", rel_l2(means.reshape(-1, dim), expected),
+               KMEANS_MEANS_TOLERANCE)  # fmt: skip
+
+
 # Kernel entry points as the method modules import them, and their checks.
 KERNEL_CHECKS: dict[str, Callable[[Checks, dict[str, Any], Any], None]] = {
     "block_sparse_attention": _check_attention,
@@ -243,6 +274,7 @@ KERNEL_CHECKS: dict[str, Callable[[Checks, dict[str, Any], Any], None]] = {
     "masked_row_errors": _check_row_errors,
     "rank_key_blocks": _check_rank,
     "kept_blocks_ascending": _check_ascending,
+    "lloyd_step": _check_lloyd,
 }
 
 
@@ -291,8 +323,44 @@ def kernels_checked(checks: Checks) -> Iterator[None]:
 
 
 def kernel_part(checks: Checks, device: torch.device, dtype: torch.dtype, tiny: bool) -> None:
-    """`block_sparse_attention` with LSE on a random ragged plan, at head dims 64 and 128."""
+    """`block_sparse_attention` with LSE on a random ragged plan, and `lloyd_step` on
+    clustered vectors, at head dims 64 and 128."""
     generator = torch.Generator(device=device).manual_seed(0)
+    attention_part(checks, generator, device, dtype, tiny)
+    kmeans_part(checks, generator, device, dtype, tiny)
+
+
+def kmeans_part(
+    checks: Checks, generator: torch.Generator, device: torch.device, dtype: torch.dtype,
+    tiny: bool,
+) -> None:  # fmt: skip
+    """One k-means iteration of 6 groups from drawn vectors, at sizes that fill no tile: 7,800
+    vectors (333 tiny) and 1,000 centroids (37)."""
+    groups, seq_len, clusters = (6, 333, 37) if tiny else (6, 7_800, 1_000)
+    for head_dim in (64, 128):
+        checks.where = {
+            "dtype": _name(dtype),
+            "part": "kernels",
+            "method": "-",
+            "step": f"D={head_dim}",
+        }
+        centers = 3 * torch.randn(groups, 50, head_dim, generator=generator, device=device)
+        pick = torch.randint(50, (groups, seq_len), generator=generator, device=device)
+        x = centers.gather(1, pick[..., None].expand(-1, -1, head_dim))
+        x = (x + torch.randn(x.shape, generator=generator, device=device)).to(dtype)
+        start = torch.randint(seq_len, (groups, clusters), generator=generator, device=device)
+        centroids = x.gather(1, start[..., None].expand(-1, -1, head_dim)).float()
+        try:
+            _check_lloyd(checks, {"x": x, "centroids": centroids}, lloyd_step(x, centroids))
+        except Exception as error:  # noqa: BLE001 - recorded as a failed check
+            checks.failure("lloyd_step", error)
+
+
+def attention_part(
+    checks: Checks, generator: torch.Generator, device: torch.device, dtype: torch.dtype,
+    tiny: bool,
+) -> None:  # fmt: skip
+    """`block_sparse_attention` with LSE on a random ragged plan, at head dims 64 and 128."""
     seq_len = 333 if tiny else 7_800
     for head_dim in (64, 128):
         checks.where = {

@@ -250,6 +250,44 @@ def kept_blocks_ascending_reference(
     return torch.where(take, index, 0).to(torch.int32).contiguous()
 
 
+# --- k-means ---------------------------------------------------------------------------------
+
+# Distance-matrix entries per chunk of `lloyd_step_reference`'s assignment (fp32: 1 GiB).
+_KMEANS_CHUNK_ELEMENTS = 1 << 28
+
+
+def lloyd_step_reference(
+    x: torch.Tensor, centroids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Torch `lloyd_step`: each vector's nearest centroid from chunks of the distance matrix
+    (`_KMEANS_CHUNK_ELEMENTS` entries each, in ``x``'s dtype, bf16 for fp16), sums by
+    ``index_add_`` in fp32 (float64 for float64 ``x``)."""
+    groups, seq_len, dim = x.shape
+    clusters = centroids.shape[1]
+    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin. fp16's
+    # range could overflow on ||c||^2: fp16 inputs are compared in bf16.
+    compute = torch.bfloat16 if x.dtype == torch.float16 else x.dtype
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    norms = centroids.to(wide).square().sum(-1)[:, None, :].to(compute)
+    transposed = centroids.to(compute).transpose(1, 2)
+    first = clusters * torch.arange(groups, device=x.device)[:, None]  # each group's clusters
+    chunk = max(1, _KMEANS_CHUNK_ELEMENTS // max(1, groups * clusters))
+    labels = torch.empty(groups, seq_len, dtype=torch.long, device=x.device)
+    sums = torch.zeros(groups * clusters, dim, dtype=wide, device=x.device)
+    # Counted by index_add_: torch.bincount on CUDA syncs to size its output.
+    sizes = torch.zeros(groups * clusters, dtype=torch.long, device=x.device)
+    for start in range(0, seq_len, chunk):
+        part = x[:, start : start + chunk]
+        nearest = torch.baddbmm(norms, part.to(compute), transposed, alpha=-2.0).argmin(-1)
+        labels[:, start : start + chunk] = nearest
+        index = (nearest + first).reshape(-1)
+        sums.index_add_(0, index, part.reshape(-1, dim).to(wide))
+        sizes.index_add_(0, index, torch.ones_like(index))
+    sizes = sizes.view(groups, clusters)
+    means = sums.view(groups, clusters, dim) / sizes.clamp_min(1)[..., None]
+    return labels, torch.where(sizes[..., None] > 0, means, centroids.to(wide)), sizes
+
+
 # --- 8-bit attention ------------------------------------------------------------------------
 
 # Largest magnitudes of the 8-bit codes: INT8 for Q and K, FP8 e4m3 for P and V.

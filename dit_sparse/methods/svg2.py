@@ -42,12 +42,18 @@ recall. Blocks of 64 hold more (0.923 against 0.877 at a density of 0.28-0.29) b
 narrower kernel tiles: to be measured on the GPU (``benchmarks/attention_layer.py``).
 
 Defaults, from the official scripts (``scripts/wan/wan_t2v_720p_sap.sh``, Wan2.1-T2V-14B at
-720p, 50 steps): 300 query / 1000 key clusters (``qc_kmeans``/``kc_kmeans``; 200 / 1000 in
-``wan_i2v_480p_sap.sh``, 400 / 1000 for HunyuanVideo), ``top_p_k=0.9``, ``min_kc_ratio=0.10``,
+720p x 81 frames, 75,600 tokens, 50 steps): 300 query / 1000 key clusters
+(``qc_kmeans``/``kc_kmeans``; 200 / 1000 in ``wan_i2v_480p_sap.sh``, 400 / 1000 for
+HunyuanVideo), ``top_p_k=0.9``, ``min_kc_ratio=0.10``,
 ``kmeans_iter_init=50``, ``kmeans_iter_step=2``, ``first_times_fp=0.2`` (dense steps; 0.35 in
 ``wan_i2v_720p_sap.sh``, 0.1 for HunyuanVideo), ``first_layers_fp=0.03`` (dense layers).
 ``zero_step_kmeans_init`` (``hyvideo_t2v_inference.py``, off unless passed) also clusters
 during the dense warm-up, so that the first sparse step starts from warm centroids.
+
+The official counts are fixed whatever the resolution (~252 queries and ~76 keys a cluster at
+720p). Counts scaled to keep those tokens per cluster were measured on ``wan-shapes`` (1,280
+tokens: 5 / 17 clusters) and lost more quality than the fixed counts at every density
+(``docs/BENCHMARKS.md``, svg2 on ``wan-shapes``), so the defaults stay the official ones.
 
 Differences from the official code, on purpose: centroids are kept per guidance branch (the
 official processor keeps one set per layer, which the conditional and unconditional passes
@@ -185,6 +191,11 @@ class SparseVideoGen2(SparseMethod):
     def reset(self) -> None:
         self._epoch += 1
 
+    def cluster_counts(self, seq_len: int) -> tuple[int, int]:
+        """Query and key clusters per head at ``seq_len`` tokens: ``q_clusters`` and
+        ``k_clusters``, at most ``seq_len`` each."""
+        return min(self.q_clusters, seq_len), min(self.k_clusters, seq_len)
+
     def block_for(self, seq_len: int) -> int:
         """The block size used at ``seq_len`` tokens: ``block_size``, or the largest power of
         two that still cuts the sequence into 16 blocks (at least 16 tokens)."""
@@ -208,7 +219,7 @@ class SparseVideoGen2(SparseMethod):
         Returns both clusterings and the kind of call: ``"svg2-init"`` (first clustering,
         ``kmeans_iter_init`` iterations) or ``"svg2"`` (``kmeans_iter_step``)."""
         batch, heads, seq_len, dim = q.shape
-        q_clusters, k_clusters = min(self.q_clusters, seq_len), min(self.k_clusters, seq_len)
+        q_clusters, k_clusters = self.cluster_counts(seq_len)
         slot = ("svg2", call.layer)
         key = (call.layout, tuple(q.shape), q.device, q_clusters, k_clusters, self._epoch)
         state: _LayerState | None = call.cache.get(slot)

@@ -3,9 +3,9 @@
 Every function works on all (batch, head) pairs at once, flattened to one leading dimension
 ``G = B * H``; nothing loops over heads. The steps, in the order `SparseVideoGen2` runs them:
 
-1. `kmeans`: Lloyd iterations over the query (or key) vectors of each head, warm-started from
-   given centroids; each iteration is one pass over the tokens in chunks, so the distance
-   matrix, ``[40, 75,600, 1,000]`` at 720p, is never whole (`_CHUNK_ELEMENTS`);
+1. `kmeans`: Lloyd iterations (`dit_sparse.kernels.lloyd_step`: Triton on CUDA, never writing
+   the distance matrix, ``[40, 75,600, 1,000]`` at 720p; the torch reference elsewhere) over
+   the query (or key) vectors of each head, warm-started from given centroids;
 2. `cluster_probabilities`: each query centroid's estimated attention over the key
    clusters (softmax of scaled centroid dot products, each key cluster weighted by its size);
 3. `cluster_map`: per row of such an estimate, the fewest entries, largest first, covering
@@ -24,10 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels import lloyd_step
 from ..plan import BlockPlan, num_blocks
-
-# Distance-matrix entries per chunk of `kmeans`' assignment (fp32: 1 GiB; bf16: 512 MiB).
-_CHUNK_ELEMENTS = 1 << 28
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,48 +64,19 @@ def initial_centroids(
     return x.gather(1, index[..., None].expand(-1, -1, dim)).float()
 
 
-def lloyd_step(x: torch.Tensor, centroids: torch.Tensor) -> KMeansResult:
-    """One Lloyd iteration over ``x`` ``[G, S, D]``: each vector's nearest (Euclidean) of
-    ``centroids`` (``[G, C, D]``), then each cluster's mean (an empty cluster keeps its
-    centroid). One pass over ``x`` in chunks of tokens (`_CHUNK_ELEMENTS` distances each):
-    distances in ``x``'s dtype (bf16 for fp16), sums in fp32."""
-    groups, seq_len, dim = x.shape
-    clusters = centroids.shape[1]
-    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin. fp16's
-    # range could overflow on ||c||^2: fp16 inputs are compared in bf16.
-    compute = torch.bfloat16 if x.dtype == torch.float16 else x.dtype
-    norms = centroids.float().square().sum(-1)[:, None, :].to(compute)
-    transposed = centroids.to(compute).transpose(1, 2)
-    first = clusters * torch.arange(groups, device=x.device)[:, None]  # each group's clusters
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, groups * clusters))
-    labels = torch.empty(groups, seq_len, dtype=torch.long, device=x.device)
-    sums = torch.zeros(groups * clusters, dim, dtype=torch.float32, device=x.device)
-    # Counted by index_add_: torch.bincount on CUDA syncs to size its output.
-    sizes = torch.zeros(groups * clusters, dtype=torch.long, device=x.device)
-    for start in range(0, seq_len, chunk):
-        part = x[:, start : start + chunk]
-        nearest = torch.baddbmm(norms, part.to(compute), transposed, alpha=-2.0).argmin(-1)
-        labels[:, start : start + chunk] = nearest
-        index = (nearest + first).reshape(-1)
-        sums.index_add_(0, index, part.reshape(-1, dim).float())
-        sizes.index_add_(0, index, torch.ones_like(index))
-    sizes = sizes.view(groups, clusters)
-    means = sums.view(groups, clusters, dim) / sizes.clamp_min(1)[..., None]
-    return KMeansResult(labels, torch.where(sizes[..., None] > 0, means, centroids.float()), sizes)
-
-
 def kmeans(x: torch.Tensor, centroids: torch.Tensor, iterations: int) -> KMeansResult:
-    """``iterations`` (>= 1) Lloyd iterations (`lloyd_step`) from ``centroids``. The labels and sizes are the
-    last assignment's and the centroids their means, so that sizes and centroids describe the
-    same clusters. A fixed number of iterations: no convergence test, which would sync with
-    the device at every iteration.
+    """``iterations`` (>= 1) Lloyd iterations (`lloyd_step`) of ``x`` ``[G, S, D]`` from fp32
+    ``centroids`` ``[G, C, D]``. The labels and sizes are the last assignment's and the
+    centroids their means, so that sizes and centroids describe the same clusters. A fixed
+    number of iterations: no convergence test, which would sync with the device at every
+    iteration.
     """
     if iterations < 1:
         raise ValueError(f"kmeans needs at least one iteration, got {iterations}")
-    result = lloyd_step(x, centroids)
-    for _ in range(iterations - 1):
-        result = lloyd_step(x, result.centroids)
-    return result
+    x = x.contiguous()  # once, not per iteration (q and k often come as transposed views)
+    for _ in range(iterations):
+        labels, centroids, sizes = lloyd_step(x, centroids)
+    return KMeansResult(labels, centroids, sizes)
 
 
 @dataclass(frozen=True, eq=False)

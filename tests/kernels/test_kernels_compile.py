@@ -43,7 +43,7 @@ def _compile_all(extra_path: Path | None = None) -> str:
         [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    expected = "compiled 13 kernel variants for sm_90; the chained comparison was rejected"
+    expected = "compiled 15 kernel variants for sm_90; the chained comparison was rejected"
     assert expected in done.stdout, done.stdout
     return done.stdout
 
@@ -146,10 +146,10 @@ def _lower_all() -> None:
     from triton.compiler import ASTSource
 
     # The modules, not the functions of the same name that dit_sparse.kernels exports.
-    attention, attention_8bit, block_mass, block_select, masked_rows = (
+    attention, attention_8bit, block_mass, block_select, kmeans, masked_rows = (
         importlib.import_module(f"dit_sparse.kernels.{name}")
         for name in (
-            "block_sparse_attention", "attention_8bit", "block_mass", "block_select",
+            "block_sparse_attention", "attention_8bit", "block_mass", "block_select", "kmeans",
             "masked_rows",
         )
     )  # fmt: skip
@@ -274,10 +274,30 @@ def _lower_all() -> None:
         {"ORDER": "*i64", "COUNTS": "*i32", "OUT": "*i32"},
     )
     count += 6
+    count += _lower_kmeans(lower, kmeans)
     count += _lower_8bit(lower, attention_8bit, plain, permuted)
     rejected_text = "was rejected" if rejected else "was NOT rejected"
     print(f"Triton {triton.__version__}: compiled {count} kernel variants for sm_90;", end=" ")
     print(f"the chained comparison {rejected_text}")
+
+
+def _lower_kmeans(lower, kmeans) -> int:
+    """SVG2's k-means iteration at D = 128 in bf16: the assignment at its launch config, and
+    the cluster means. Returns how many variants were compiled."""
+    config = kmeans.ASSIGN_CONFIGS[128]
+    lower(
+        kmeans._nearest_centroid,
+        dict(HEAD_DIM=128, BLOCK_M=config.block_m, BLOCK_N=config.block_n)
+        | {"DOT_PRECISION": "tf32"},
+        {"X": "*bf16", "C": "*bf16", "C_NORMS": "*fp32", "LABELS": "*i32"},
+        options={"num_warps": config.num_warps, "num_stages": config.num_stages},
+    )
+    lower(
+        kmeans._cluster_means,
+        dict(HEAD_DIM=128, ROWS=kmeans._MEANS_ROWS),
+        {"X": "*bf16", "ORDER": "*i64", "STARTS": "*i64", "OLD": "*fp32", "NEW": "*fp32"},
+    )
+    return 2
 
 
 def _lower_8bit(lower, attention_8bit, plain, permuted) -> int:

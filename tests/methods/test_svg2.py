@@ -5,8 +5,8 @@ from conftest import run_pipe
 
 import dit_sparse
 from dit_sparse import TokenLayout
+from dit_sparse.kernels import reference
 from dit_sparse.kernels.reference import permute_tokens, unpermute_tokens
-from dit_sparse.methods import svg2_clusters
 from dit_sparse.methods.base import AttentionCall
 from dit_sparse.methods.svg2 import SparseVideoGen2
 from dit_sparse.methods.svg2_clusters import (
@@ -234,9 +234,9 @@ def loop_kmeans(x, centroids, iterations):
 
 @pytest.mark.parametrize("chunk", [1 << 28, 100])  # one chunk, and chunks of a few tokens
 def test_kmeans_equals_a_loop_reference(chunk, monkeypatch):
-    monkeypatch.setattr(svg2_clusters, "_CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(reference, "_KMEANS_CHUNK_ELEMENTS", chunk)
     g = torch.Generator().manual_seed(6)
-    x = torch.randn(3, 90, 8, generator=g)
+    x = torch.randn(3, 90, 16, generator=g)
     start = x[:, :12].clone() + 0.01
     start[:, 11] = 100.0  # far from every vector: stays empty, keeps its centroid
     result = kmeans(x, start, 3)
@@ -362,11 +362,22 @@ def test_defaults_and_validation():
     assert method.block_for(32_760) == 128 and method.block_for(192) == 16
     assert (method.selection, method.order_key_clusters) == ("blocks", True)
     bad_options = (dict(top_p=0.0), dict(top_p=1.5), dict(min_kc_ratio=-0.1), dict(q_clusters=0))
+    bad_options += (dict(k_clusters=0),)
     for bad in (*bad_options, dict(selection="ranges")):
         with pytest.raises(ValueError):
             SparseVideoGen2(**bad)
     with pytest.raises(ValueError, match="power of two"):
         SparseVideoGen2(block_size=96)
+
+
+def test_cluster_counts_are_at_most_the_sequence_length():
+    method = dit_sparse.SparseVideoGen2()
+    assert method.cluster_counts(75_600) == method.cluster_counts(32_760) == (300, 1000)
+    assert method.cluster_counts(500) == (300, 500)  # at most one token a cluster
+    layout = TokenLayout(3, 6, 8)
+    q, k, v = random_qkv(layout, 14)
+    q_result, k_result, _ = sparse(q_clusters=2, k_clusters=7).cluster(q, k, call_for(layout, {}))
+    assert q_result.centroids.shape[1] == 2 and k_result.centroids.shape[1] == 7
 
 
 def test_tiny_wan_with_full_plan_reproduces_the_unpatched_pipeline(tiny_wan):

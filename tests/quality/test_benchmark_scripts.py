@@ -84,6 +84,39 @@ def test_attention_layer_tiny(script, tmp_path, capsys):
     assert "| structured |" in printed
 
 
+def test_attention_layer_tiny_svg2_overhead(script, tmp_path, capsys):
+    doc, printed = _run(script("attention_layer"), tmp_path, capsys, "--methods", "svg2")
+    for case in doc["layouts"][0]["cases"]:
+        (result,) = case["methods"]
+        assert "error" not in result, result
+        assert list(result["steps"]) == ["svg2-init", "svg2"]
+        overhead = case["svg2_overhead"]
+        parts = ("cluster", "arrange", "permute", "kernel")
+        assert all(overhead[key] > 0 for key in ("attend", *parts))
+        assert 0 < overhead["density"] <= 1
+    assert "k-means ms" in printed
+
+
+def test_svg2_kmeans_probe_tiny(script, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS / "probes"))
+    out = tmp_path / "probe.json"
+    assert script("svg2_kmeans").main(["--tiny", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["gpu"] == "cpu" and doc["tiny"] is True
+    (layout,) = doc["layouts"]
+    for part in ("q", "k"):
+        iteration = layout["iteration"][part]
+        assert iteration["torch_ms"] > 0 and iteration["lloyd_step_ms"] > 0
+        assert iteration["labels_agree"] == 1.0  # the CPU runs the reference twice
+        assert iteration["assign_ms"] == {}  # Triton-only timings
+    svg2 = layout["svg2"]
+    assert (svg2["q_clusters"], svg2["k_clusters"]) == (192, 192)  # capped at 192 tokens
+    assert svg2["overhead_ms"] == pytest.approx(
+        svg2["cluster_ms"] + svg2["arrange_ms"] + svg2["permute_ms"], abs=1e-3
+    )
+    assert 0.2 <= svg2["attention_0.2_density"] < 0.5 and 0 < svg2["density"] <= 1
+
+
 @pytest.mark.parametrize("name", ["e2e", "attention_layer"])
 def test_scripts_reject_bad_arguments(script, name):
     with pytest.raises(SystemExit, match="--repeats"):
@@ -106,6 +139,9 @@ def test_gpu_smoke_tiny_checks_every_method_and_kernel(script, tmp_path):
         ("adaspa", "rank_key_blocks"),
         ("adaspa", "kept_blocks_ascending"),
         ("adaspa", "block_sparse_attention"),
+        ("svg2", "lloyd_step"),
+        ("svg2", "block_sparse_attention"),
+        ("-", "lloyd_step"),
         ("dense", "dense"),
     } <= checked
     walked = doc["schedules"]["float32"]["adaspa"]["walked"]
