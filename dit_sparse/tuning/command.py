@@ -23,6 +23,7 @@ from ..arguments import (
     check_video_args,
     default_prompt,
     fill_size_defaults,
+    generation_request,
     resolve_device,
     resolve_dtype,
     warn_untrained_prompts,
@@ -55,7 +56,6 @@ def _methods(text: str) -> list[str]:
 
 def _tune(args: argparse.Namespace) -> int:
     """Validate everything (nothing loads before), tune, write the profile."""
-    from ..generation import GenerationRequest
     from ..quality.bench import prompts_from_args
     from ..utils import check_writable
 
@@ -80,16 +80,7 @@ def _tune(args: argparse.Namespace) -> int:
     from .tuner import tune
 
     pipe = load_pipeline(args.model, device=device, dtype=dtype)
-    request = GenerationRequest(
-        prompt=prompts[0],
-        negative_prompt=args.negative_prompt,
-        frames=args.frames,
-        height=args.height,
-        width=args.width,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
-    )
+    request = generation_request(args, prompts[0], args.seed)
     generation = {k: v for k, v in vars(request).items() if k != "prompt"}
     profile = tune(
         pipe,
