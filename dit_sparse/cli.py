@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # What was typed, for the records that say how they were made (also when called in-process).
+    args.command_line = ["dit-sparse", *(sys.argv[1:] if argv is None else argv)]
     try:
         return args.func(args)
     except UsageError as err:

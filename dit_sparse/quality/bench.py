@@ -15,7 +15,6 @@ A video identical to dense has PSNR ``inf``: ``"inf"`` in results.json, ``inf`` 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +190,7 @@ def _bench(args: argparse.Namespace) -> int:
     )
     meta = {
         # As typed: `dit-sparse bench ...`, whichever way the entry point was reached.
-        **environment(device, ["dit-sparse", *sys.argv[1:]]),
+        **environment(device, args.command_line),
         "model": args.model,
         "device": device,
         "dtype": str(dtype).removeprefix("torch."),

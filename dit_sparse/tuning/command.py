@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from typing import Any
 
 from .. import caches
@@ -95,7 +94,7 @@ def _tune(args: argparse.Namespace) -> int:
         model=args.model,
         **generation,
     )
-    profile.environment["command"] = shlex.join(["dit-sparse", *sys.argv[1:]])
+    profile.environment["command"] = shlex.join(args.command_line)
     profile.save(args.output)
     print(f"wrote {args.output}")
     return 0

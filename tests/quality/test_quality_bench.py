@@ -60,7 +60,8 @@ def test_results_json_has_raw_numbers_and_provenance(bench_dir):
     doc = json.loads((bench_dir / "results.json").read_text())
     for key in ("gpu", "torch", "diffusers", "triton", "dit_sparse", "date", "command"):
         assert key in doc
-    assert doc["gpu"] == "cpu" and doc["command"]  # this process's command line
+    # The command as passed to `cli.main`, not this process's (pytest's) command line.
+    assert doc["gpu"] == "cpu" and doc["command"].startswith("dit-sparse bench --model tiny-wan ")
     assert doc["random_weights"] is True and "mean nothing" in doc["note"]
     assert "nothing about a GPU" in doc["speed_note"]  # timed on the CPU, and says so
     assert "nothing about a GPU" in (bench_dir / "results.md").read_text()
