@@ -98,7 +98,6 @@ def test_reference_is_within_bounds_of_float64(case):
     assert_accurate(out, lse, q, k, v, plan)
 
 
-
 def test_reference_takes_token_major_strides():
     """diffusers hands attention ``[B, S, H, D]`` tensors transposed to ``[B, H, S, D]``: the
     reference (what the CPU runs) gives the same result as on contiguous copies, also where
@@ -112,6 +111,7 @@ def test_reference_takes_token_major_strides():
     ref, ref_lse = block_sparse_attention_8bit_reference(q, k, v, plan, return_lse=True)
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     torch.testing.assert_close(lse, ref_lse, rtol=0, atol=0)
+
 
 def test_smoothing_k_holds_the_error_of_a_channel_offset():
     """Without the mean of K taken out, a large per-channel offset eats INT8 levels: the error
