@@ -33,7 +33,7 @@ import functools
 import gc
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -61,8 +61,14 @@ from diffusers.hooks import HookRegistry
 import dit_sparse
 from dit_sparse.layout import TokenLayout
 from dit_sparse.methods import resolve_method
-from dit_sparse.methods.base import DENSE_PRECISIONS, PRECISIONS
+from dit_sparse.methods.base import DENSE_PRECISIONS, PRECISIONS, SparseMethod
 from dit_sparse.quality.report import fmt, markdown_table
+
+# The methods' own defaults (their config fields): options equal to these are left out of
+# `precision_options`, so that results show only what a run changed.
+DEFAULT_PRECISIONS = {
+    f.name: f.default for f in fields(SparseMethod) if f.name in ("precision", "dense_precision")
+}
 
 TEXT_TOKENS = 512
 # WanPipeline runs a cond and an uncond forward per step at its default guidance (5.0).
@@ -366,19 +372,18 @@ def model_parser(description: str) -> argparse.ArgumentParser:
     )
     add_common_args(parser)
     parser.add_argument(
-        "--precision", choices=PRECISIONS, default="bf16", help="the methods' sparse steps"
+        "--precision",
+        choices=PRECISIONS,
+        default=DEFAULT_PRECISIONS["precision"],
+        help="the methods' sparse steps",
     )
     parser.add_argument(
         "--dense-precision",
         choices=DENSE_PRECISIONS,
-        default="model",
+        default=DEFAULT_PRECISIONS["dense_precision"],
         help="the methods' dense steps (model: the model's own attention)",
     )
     return parser
-
-
-# The methods' own defaults: options equal to these are left out of `precision_options`.
-DEFAULT_PRECISIONS = {"precision": "bf16", "dense_precision": "model"}
 
 
 def precision_options(args: argparse.Namespace) -> dict[str, str]:
