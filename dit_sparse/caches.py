@@ -23,6 +23,7 @@ ratios (`calibrate_mag_ratios` measures them; `cache_config` takes them as
 from __future__ import annotations
 
 import ast
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -55,7 +56,8 @@ def cache_class_name(name: str) -> str:
 
 def parse_cache_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``"NAME[:k=v,...]"`` -> (config class name, fields). Values are Python literals
-    (``0.1``, ``(100, 800)``, ``[1.0, 0.9]``, ``None``); anything else is kept as a string."""
+    (``0.1``, ``(100, 800)``, ``[1.0, 0.9]``, ``None``, ``['blocks\\.\\d+']``); anything else
+    is kept as a string."""
     name, _, rest = spec.partition(":")
     fields: dict[str, Any] = {}
     for item in _split_top_level(rest):
@@ -63,7 +65,12 @@ def parse_cache_spec(spec: str) -> tuple[str, dict[str, Any]]:
         if not eq or not key.strip():
             raise ValueError(f"cache option {item!r} in {spec!r} is not key=value")
         try:
-            fields[key.strip()] = ast.literal_eval(value.strip())
+            with warnings.catch_warnings():
+                # Regexes such as ['blocks\.\d+'] are meant as typed: an unknown escape stays a
+                # backslash (Python's rule), without the warning (Syntax- or Deprecation-,
+                # by Python version) that parsing it raises.
+                warnings.simplefilter("ignore")
+                fields[key.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
             fields[key.strip()] = value.strip()
     return cache_class_name(name.strip()), fields

@@ -9,6 +9,7 @@ step once per branch whatever the cache skipped, and the report lists the skippe
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import pytest
 import torch
@@ -151,6 +152,10 @@ def test_cache_specs_parse_and_adapters_fill_model_fields(pipe):
     assert taylor.cache_identifiers == [r"blocks\.\d+\.attn1", r"blocks\.\d+\.attn2"]
     mine = caches.cache_config(pipe, "TaylorSeerCache:cache_identifiers=['blocks\\.0\\.ffn']")
     assert mine.cache_identifiers == [r"blocks\.0\.ffn"]  # given fields win
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no SyntaxWarning for a regex's unknown escapes
+        _, fields = caches.parse_cache_spec(r"TaylorSeerCache:cache_identifiers=['blocks\.\d+']")
+    assert fields == {"cache_identifiers": [r"blocks\.\d+"]}
     pab = caches.cache_config(pipe, "PyramidAttentionBroadcast")
     pipe._current_timestep = 321
     assert pab.current_timestep_callback() == 321

@@ -68,6 +68,14 @@ class TimeModel:
         work = summary["calls"] * summary["mean_density"] + summary.get("mass_passes", 0)
         return non_attention + self.dense_call_s * work
 
+    def predict_runs(self, summaries: list[dict[str, Any]]) -> float:
+        """Seconds of one generation of a setting run once per prompt (``summaries``). Measured:
+        the quickest run, as for dense, since a setting's first run also times the compilation
+        of any kernel it is the first to use. Modelled: the mean, since its density (and so the
+        prediction) follows each prompt's content."""
+        predictions = [self.predict(summary) for summary in summaries]
+        return min(predictions) if self.measured else sum(predictions) / len(predictions)
+
     def lower_bound(self, method: SparseMethod, density: float) -> float:
         """Seconds of one generation of ``method`` at best: its schedule's dense calls at the
         dense cost, every other call at ``density`` of it, no method overhead."""

@@ -183,7 +183,7 @@ class _Tuner:
         record["cache"] = self.calibrated.get(setting.cache, setting.cache)  # MagCache's ratios
         if summaries:
             record.update(
-                predicted_seconds=float(np.mean([self.model.predict(s) for s in summaries])),
+                predicted_seconds=self.model.predict_runs(summaries),
                 mean_density=float(np.mean([s["mean_density"] for s in summaries])),
                 layers_skipped=float(np.mean([s["layers_skipped"] for s in summaries])),
             )

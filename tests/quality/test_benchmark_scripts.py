@@ -224,3 +224,24 @@ def test_tune_heldout_tiny(script, tmp_path):
     assert all(row["prompts"] == 1 and row["predicted_speedup"] > 0 for row in rows.values())
     assert doc["tune"]["cost"] == profile["cost"]
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_precision_quality_tiny(script, tmp_path):
+    argv = ["--tiny", "--methods", "radial", "--prompts", "1", "--out-dir", str(tmp_path)]
+    assert script("precision_quality").main(argv) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["gpu"] == "cpu" and doc["model"] == "wan-shapes" and doc["command"]
+    rows = {(c["method"], c["variant"]): c for c in doc["comparisons"]}
+    assert list(rows) == [
+        ("dense", "8bit every step"),
+        ("radial", "8bit sparse steps"),
+        ("radial", "8bit every step"),
+    ]
+    dense = rows[("dense", "8bit every step")]
+    assert dense["against"] == "dense" and dense["cases"] == 1
+    # Against the model's own dense, the 8-bit kernel is close but not exact.
+    assert 35.0 < dense["vs_bf16"]["psnr"] < float("inf")
+    assert dense["vs_bf16"]["psnr"] == pytest.approx(dense["vs_dense"]["psnr"])
+    radial = rows[("radial", "8bit every step")]
+    assert radial["against"] == "radial" and 0.99 < radial["vs_bf16"]["ssim"] <= 1.0
+    assert (tmp_path / "results.md").read_text().startswith("# 8-bit against bf16")

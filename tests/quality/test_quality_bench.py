@@ -128,6 +128,18 @@ def test_a_failing_run_is_recorded_and_the_plan_goes_on(tiny_wan):
     assert summaries["dense"].failed == 0 and summaries["dense"].speedup == 1.0
 
 
+def test_dense_in_8bit_is_measured_against_the_models_own_dense(tiny_wan):
+    request = GenerationRequest(prompt="", frames=5, height=32, width=32, steps=1)
+    settings = make_settings(["dense"], sweeps={"dense": {"dense_precision": ["model", "8bit"]}})
+    assert [s.is_dense for s in settings] == [True, False]
+    result = run_bench(tiny_wan, request, [Case(0, "a red ball", 0)], settings, progress=False)
+    assert [r.setting.label for r in result.runs] == ["dense", "dense(dense_precision='8bit')"]
+    eight_bit = result.runs[1]
+    assert eight_bit.ok and eight_bit.metrics is not None
+    # Quantised, so not identical to the reference, but close on a 1-step generation.
+    assert 20.0 < eight_bit.metrics.video_psnr < float("inf")
+
+
 @pytest.mark.parametrize(
     "args,reason",
     [

@@ -123,6 +123,15 @@ def test_time_model_counts_density_where_timing_says_nothing():
     assert m.lower_bound(svg, 1.0) == pytest.approx(10.0)  # no faster than dense
 
 
+def test_a_setting_over_prompts_is_its_mean_modelled_and_its_quickest_run_measured():
+    # Modelled: densities follow content, so the mean; measured: the first run also timed
+    # a kernel's compilation, so the quickest.
+    first = {"calls": 80, "attention_seconds": 30.0, "mean_density": 0.5, "mass_passes": 0}
+    second = {"calls": 80, "attention_seconds": 2.0, "mean_density": 0.25, "mass_passes": 0}
+    assert model().predict_runs([first, second]) == pytest.approx(6.0 + 0.05 * 30)
+    assert model(measured=True).predict_runs([first, second]) == pytest.approx(6.0 + 2.0)
+
+
 class FakeTuner(_Tuner):
     """`_Tuner.search` over a fake quality: a setting passes when its svg density plus its
     dense step share reaches ``need``; predicted time grows with both."""
