@@ -163,6 +163,7 @@ def _check_attention(checks: Checks, a: dict[str, Any], result: Any) -> None:
         *_wide(q, a["k"], a["v"]), plan, a["scale"], return_lse=True
     )
     extra = {"density": plan.density, "permuted": plan.perm is not None}
+    extra["key_permuted"] = plan.key_perm is not None
     name, out_tolerance, lse_tolerance = (
         "block_sparse_attention",
         OUT_TOLERANCE[q.dtype],

@@ -29,10 +29,17 @@ class BlockPlan:
     (``perm`` ``[1, 1, S]``) and per-head flags then describe a mix of kinds without a
     ``[B, H, S]`` copy; `head_perms` gives each head's effective permutation.
 
+    ``key_perm`` (optional, int ``[B|1, H|1, S]``, beside a ``perm``) gives keys and values an
+    order of their own: key position ``p`` holds original token ``key_perm[b, h, p]``, while
+    queries (and O, LSE) keep ``perm``. Sparse VideoGen 2 sorts queries and keys by different
+    clusterings. Without it keys use ``perm``; ``permuted`` governs both; `head_key_perms`
+    gives each head's effective key permutation.
+
     ``head_plans`` (optional, int ``[B|1, H]``) lets heads share a few plans: the plan tensors
     then hold ``P`` plans along their head dim (``kv_indices`` ``[1, P, nq, max_kv]``,
-    ``perm`` ``[1, P|1, S]``, ``permuted`` ``[1, P]``) and head ``(b, h)`` runs plan
-    ``head_plans[b, h]``; the kernel looks it up, so choosing plans per head costs no copy.
+    ``perm`` and ``key_perm`` ``[1, P|1, S]``, ``permuted`` ``[1, P]``) and head ``(b, h)``
+    runs plan ``head_plans[b, h]``; the kernel looks it up, so choosing plans per head costs
+    no copy.
     Sparse VideoGen's two kinds are two such plans. `expanded` gives the per-head form.
     """
 
@@ -44,6 +51,7 @@ class BlockPlan:
     perm: torch.Tensor | None = None
     permuted: torch.Tensor | None = None
     head_plans: torch.Tensor | None = None
+    key_perm: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.kv_indices.dim() != 4 or self.kv_counts.dim() != 3:
@@ -68,6 +76,17 @@ class BlockPlan:
                 f"BlockPlan.perm must be [B|1, {plans}|1, {self.seq_len}], "
                 f"got {tuple(self.perm.shape)}"
             )
+        if self.key_perm is not None and (
+            self.perm is None
+            or self.key_perm.dim() != 3
+            or self.key_perm.shape[-1] != self.seq_len
+            or self.key_perm.shape[1] not in (1, plans)
+        ):
+            raise ValueError(
+                f"BlockPlan.key_perm must be [B|1, {plans}|1, {self.seq_len}] beside a perm, "
+                f"got {tuple(self.key_perm.shape)}"
+                + ("" if self.perm is not None else " without a perm")
+            )
         if self.permuted is not None and (
             self.perm is None
             or self.permuted.dtype != torch.bool
@@ -80,7 +99,11 @@ class BlockPlan:
                 + ("" if self.perm is not None else " without a perm")
             )
         if self.head_plans is not None:
-            shared = [t for t in (self.kv_counts, self.perm, self.permuted) if t is not None]
+            shared = [
+                t
+                for t in (self.kv_counts, self.perm, self.permuted, self.key_perm)
+                if t is not None
+            ]
             if (
                 self.head_plans.dim() != 2
                 or self.head_plans.dtype not in (torch.int32, torch.int64)
@@ -101,25 +124,40 @@ class BlockPlan:
         def per_head(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[0][index]
 
+        def per_head_perm(t: torch.Tensor | None) -> torch.Tensor | None:
+            # One permutation for every plan stays shared; one per plan is picked per head.
+            return t if t is not None and t.shape[1] == 1 else per_head(t)
+
         return BlockPlan(
             per_head(self.kv_indices),
             per_head(self.kv_counts),
             self.block_q,
             self.block_k,
             self.seq_len,
-            # One permutation for every plan stays shared; one per plan is picked per head.
-            self.perm if self.perm is not None and self.perm.shape[1] == 1 else per_head(self.perm),
+            per_head_perm(self.perm),
             per_head(self.permuted),
+            key_perm=per_head_perm(self.key_perm),
         )
 
     def head_perms(self) -> torch.Tensor | None:
-        """int64 ``[B|1, H, S]``: each head's permutation (the identity where ``permuted``
-        is False), or None without ``perm``."""
+        """int64 ``[B|1, H, S]``: each head's query permutation (the identity where
+        ``permuted`` is False), or None without ``perm``."""
         if self.head_plans is not None:
             return self.expanded().head_perms()
-        if self.perm is None:
+        return self._where_permuted(self.perm)
+
+    def head_key_perms(self) -> torch.Tensor | None:
+        """int64 ``[B|1, H, S]``: each head's key and value permutation, ``key_perm`` or else
+        ``perm`` (the identity where ``permuted`` is False), or None without ``perm``."""
+        if self.head_plans is not None:
+            return self.expanded().head_key_perms()
+        return self._where_permuted(self.perm if self.key_perm is None else self.key_perm)
+
+    def _where_permuted(self, perm: torch.Tensor | None) -> torch.Tensor | None:
+        """``perm`` per head, the identity where ``permuted`` is False (per-head plans)."""
+        if perm is None:
             return None
-        perm = self.perm.long().expand(-1, self.heads, -1)
+        perm = perm.long().expand(-1, self.heads, -1)
         if self.permuted is None:
             return perm
         identity = torch.arange(self.seq_len, device=perm.device)
@@ -244,8 +282,9 @@ class BlockPlan:
         )
 
     def to(self, device: torch.device | str) -> BlockPlan:
-        perm, permuted, head_plans = (
-            None if t is None else t.to(device) for t in (self.perm, self.permuted, self.head_plans)
+        perm, permuted, head_plans, key_perm = (
+            None if t is None else t.to(device)
+            for t in (self.perm, self.permuted, self.head_plans, self.key_perm)
         )
         return BlockPlan(
             self.kv_indices.to(device),
@@ -256,6 +295,7 @@ class BlockPlan:
             perm,
             permuted,
             head_plans,
+            key_perm,
         )
 
 

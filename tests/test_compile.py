@@ -17,6 +17,7 @@ environment's.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -175,7 +176,10 @@ def test_compiled_blocks_with_a_step_cache(pipe):
         torch._dynamo.reset()
 
 
-def test_block_sparse_kernel_is_one_graph_node_under_compile():
+@pytest.mark.parametrize("sorted_tokens", [False, True])
+def test_block_sparse_kernel_is_one_graph_node_under_compile(sorted_tokens):
+    """Also with a plan that sorts queries (``perm``) and keys (``key_perm``) apart, as SVG2's
+    does: both travel as the op's arguments."""
     from dit_sparse import BlockPlan
     from dit_sparse.kernels import block_sparse_attention
     from dit_sparse.kernels.block_sparse_attention import _block_sparse_attention_op
@@ -185,6 +189,9 @@ def test_block_sparse_kernel_is_one_graph_node_under_compile():
     mask = torch.rand(4, 4, generator=g) < 0.5
     mask.diagonal().fill_(True)
     plan = BlockPlan.from_block_mask(mask, 16, 16, 64)
+    if sorted_tokens:
+        perm, key_perm = (torch.randperm(64, generator=g)[None, None] for _ in range(2))
+        plan = dataclasses.replace(plan, perm=perm, key_perm=key_perm)
 
     def attend(q, k, v):
         return block_sparse_attention(q, k, v, plan, scale=0.2, return_lse=True)
@@ -195,8 +202,8 @@ def test_block_sparse_kernel_is_one_graph_node_under_compile():
     expected_out, expected_lse = attend(q, k, v)
     assert torch.equal(out, expected_out) and torch.equal(lse, expected_lse)
     assert counter.frame_count == 1
-    args = (q, k, v, plan.kv_indices, plan.kv_counts, None, None, None, 16, 16, 64, 0.2, True)
-    torch.library.opcheck(_block_sparse_attention_op, args)
+    args = (q, k, v, plan.kv_indices, plan.kv_counts, plan.perm, None, None, 16, 16, 64, 0.2, True)
+    torch.library.opcheck(_block_sparse_attention_op, (*args, "bf16", plan.key_perm))
     torch._dynamo.reset()
 
 

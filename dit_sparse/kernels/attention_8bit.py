@@ -7,9 +7,9 @@ The recipe of SageAttention-2, over a `BlockPlan`:
   unquantised Q. Without it a per-channel offset of K (as real DiTs have) dominates K's range
   and the INT8 codes of what differs between keys get few levels.
 - Q and smoothed K are INT8 with one scale per `QUANT_ROWS` rows of each head, in plan order
-  (permuted heads are quantised in their permuted order, which is also the order the kernel
-  reads). The Q scales carry ``scale * log2(e)``; scores are the exact int32 products times
-  the two scales.
+  (permuted heads are quantised in their permuted order, Q's ``perm`` and K's ``key_perm`` or
+  else ``perm``, which is also the order the kernel reads). The Q scales carry
+  ``scale * log2(e)``; scores are the exact int32 products times the two scales.
 - V is FP8 e4m3 with one scale per channel of each head, stored transposed (``[B, H, D, S]``),
   so that each tile is the K-major operand that FP8 tensor cores take.
 - Each tile's probabilities (relative to the running row max, at most 1) are scaled by 448 and
@@ -18,7 +18,7 @@ The recipe of SageAttention-2, over a `BlockPlan`:
 
 Two passes before the attention kernel: `_kv_stats` sums K and takes |V|'s max per channel
 (atomics across chunks of rows), and `_quantize_qkv` writes the 8-bit Q, K, V and their scales
-in one pass (the permutation of permuted heads fused into its loads). Buffers are padded to a
+in one pass (the permutations of permuted heads fused into its loads). Buffers are padded to a
 whole number of tiles with zeros, so that only scores past the sequence end need masking.
 """
 
@@ -129,6 +129,7 @@ def _quantize_qkv(
     K_SUM,
     V_MAX,
     PERM,
+    KEY_PERM,
     PERMUTED,
     HEAD_PLANS,
     Q8,
@@ -148,6 +149,8 @@ def _quantize_qkv(
     stride_vs,
     stride_pb,
     stride_ph,
+    stride_kpb,
+    stride_kph,
     stride_fb,
     stride_fh,
     stride_hb,
@@ -162,9 +165,10 @@ def _quantize_qkv(
     HAS_HEAD_PLANS: tl.constexpr,
     EMULATE_E4M3: tl.constexpr,
 ):
-    """One group of ``ROWS`` rows (plan order) of one head: INT8 Q and smoothed K with one
-    scale each, e4m3 V (transposed) with the per-channel scales, and ``scale * q . mean(K)``
-    of each row for the LSE. Padding rows (past ``seq_len``) are written as zeros."""
+    """One group of ``ROWS`` rows (plan order: Q's through ``PERM``, K's and V's through
+    ``KEY_PERM``) of one head: INT8 Q and smoothed K with one scale each, e4m3 V (transposed)
+    with the per-channel scales, and ``scale * q . mean(K)`` of each row for the LSE. Padding
+    rows (past ``seq_len``) are written as zeros."""
     pid_g = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // heads).to(tl.int64)
@@ -172,22 +176,26 @@ def _quantize_qkv(
     offs = pid_g * ROWS + tl.arange(0, ROWS)
     offs_d = tl.arange(0, HEAD_DIM)
     valid = offs < seq_len
-    rows = offs
+    q_rows = offs
+    k_rows = offs
     if HAS_PERM:
         plan_h = _plan_head(HEAD_PLANS, b, h, stride_hb, stride_hh, HAS_HEAD_PLANS)
         if tl.load(PERMUTED + b * stride_fb + plan_h * stride_fh) != 0:
-            rows = tl.load(
+            q_rows = tl.load(
                 PERM + b * stride_pb + plan_h * stride_ph + offs, mask=valid, other=0
+            ).to(tl.int32)
+            k_rows = tl.load(
+                KEY_PERM + b * stride_kpb + plan_h * stride_kph + offs, mask=valid, other=0
             ).to(tl.int32)
     stats = pid_bh.to(tl.int64) * HEAD_DIM + offs_d
     k_mean = tl.load(K_SUM + stats) / seq_len
     v_scale = tl.maximum(tl.load(V_MAX + stats), 1e-30) / 448.0
     mask = valid[:, None]
-    q = tl.load(Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qs + offs_d[None, :],
+    q = tl.load(Q + b * stride_qb + h * stride_qh + q_rows[:, None] * stride_qs + offs_d[None, :],
                 mask=mask, other=0.0).to(tl.float32)  # fmt: skip
-    k = tl.load(K + b * stride_kb + h * stride_kh + rows[:, None] * stride_ks + offs_d[None, :],
+    k = tl.load(K + b * stride_kb + h * stride_kh + k_rows[:, None] * stride_ks + offs_d[None, :],
                 mask=mask, other=0.0).to(tl.float32)  # fmt: skip
-    v = tl.load(V + b * stride_vb + h * stride_vh + rows[:, None] * stride_vs + offs_d[None, :],
+    v = tl.load(V + b * stride_vb + h * stride_vh + k_rows[:, None] * stride_vs + offs_d[None, :],
                 mask=mask, other=0.0).to(tl.float32)  # fmt: skip
     k = tl.where(mask, k - k_mean[None, :], 0.0)
     out = pid_bh.to(tl.int64) * padded_len + offs
@@ -413,13 +421,15 @@ def quantize_8bit(
         lse_shift=torch.empty(bh, padded, dtype=torch.float32, device=device),
         padded_len=padded,
     )
-    perm, permuted, perm_strides, head_plans, head_plan_strides = plan_lookups(plan)
+    lookups = plan_lookups(plan)
     _quantize_qkv[(padded // QUANT_ROWS, bh)](
-        q, k, v, k_sum, v_max, perm, permuted, head_plans, result.q8, result.k8, result.vt8,
-        result.q_scale, result.k_scale, result.lse_shift, *q.stride()[:3], *k.stride()[:3],
-        *v.stride()[:3], *perm_strides, *head_plan_strides, heads, seq_len, padded, scale,
-        HEAD_DIM=head_dim, ROWS=QUANT_ROWS, HAS_PERM=perm is not None,
-        HAS_HEAD_PLANS=head_plans is not None, EMULATE_E4M3=INTERPRETED, num_warps=4,
+        q, k, v, k_sum, v_max, lookups.perm, lookups.key_perm, lookups.permuted,
+        lookups.head_plans, result.q8, result.k8, result.vt8, result.q_scale, result.k_scale,
+        result.lse_shift, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+        *lookups.perm_strides, *lookups.key_perm_strides, *lookups.permuted_strides,
+        *lookups.head_plan_strides, heads, seq_len, padded, scale, HEAD_DIM=head_dim,
+        ROWS=QUANT_ROWS, HAS_PERM=lookups.perm is not None,
+        HAS_HEAD_PLANS=lookups.head_plans is not None, EMULATE_E4M3=INTERPRETED, num_warps=4,
     )  # fmt: skip
     return result
 
@@ -440,18 +450,18 @@ def launch_attention_8bit(
     """
     batch, heads, seq_len, head_dim = q.shape
     x = quantize_8bit(q, k, v, plan, scale)
-    perm, permuted, perm_strides, head_plans, head_plan_strides = plan_lookups(plan)
+    lookups = plan_lookups(plan)
     kv_indices = (
         plan.kv_indices if plan.kv_indices.stride(-1) == 1 else plan.kv_indices.contiguous()
     )
     _attention_8bit_fwd[(num_blocks(seq_len, config.block_m), batch * heads)](
         x.q8, x.k8, x.vt8, x.q_scale, x.k_scale, x.v_max, x.lse_shift, out, lse, kv_indices,
-        plan.kv_counts, perm, permuted, head_plans, *out.stride()[:3],
+        plan.kv_counts, lookups.perm, lookups.permuted, lookups.head_plans, *out.stride()[:3],
         *_broadcast_strides(kv_indices, 3), *_broadcast_strides(plan.kv_counts, 3),
-        *perm_strides, *head_plan_strides, heads, seq_len, x.padded_len, HEAD_DIM=head_dim,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_Q=plan.block_q,
-        BLOCK_K=plan.block_k, ROWS=QUANT_ROWS, EVEN_K=seq_len % plan.block_k == 0,
-        HAS_PERM=perm is not None, HAS_HEAD_PLANS=head_plans is not None,
-        RETURN_LSE=lse is not None, EMULATE_E4M3=INTERPRETED, num_warps=config.num_warps,
-        num_stages=config.num_stages,
+        *lookups.perm_strides, *lookups.permuted_strides, *lookups.head_plan_strides, heads,
+        seq_len, x.padded_len, HEAD_DIM=head_dim, BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n, BLOCK_Q=plan.block_q, BLOCK_K=plan.block_k, ROWS=QUANT_ROWS,
+        EVEN_K=seq_len % plan.block_k == 0, HAS_PERM=lookups.perm is not None,
+        HAS_HEAD_PLANS=lookups.head_plans is not None, RETURN_LSE=lse is not None,
+        EMULATE_E4M3=INTERPRETED, num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip

@@ -6,15 +6,17 @@ tiles of ``BLOCK_N`` keys, and keeps the running max in log2 units (``log2(e)`` 
 the scale, so the exponentials are ``exp2``). Only the last key block of a row can be the ragged
 tail of the sequence (blocks are listed in ascending order), so only that block pays for masking.
 With ``plan.perm``, the K and V of permuted heads are first gathered into permuted copies (one
-pass that skips the heads ``plan.permuted`` leaves in place), so every key tile still loads
-from consecutive rows; Q rows are gathered through the permutation as they are loaded and O
-and LSE scattered back as they are stored. The copies are full ``[B, H, S, D]`` buffers (the
-heads left in place are not written), allocated per call.
+pass that skips the heads ``plan.permuted`` leaves in place), through ``plan.key_perm`` when
+the plan has one and ``plan.perm`` otherwise, so every key tile still loads from consecutive
+rows; Q rows are gathered through ``plan.perm`` as they are loaded and O and LSE scattered
+back through it as they are stored. The copies are full ``[B, H, S, D]`` buffers (the heads
+left in place are not written), allocated per call.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -159,7 +161,7 @@ def _permute_kv(
     V,
     KP,
     VP,
-    PERM,
+    KEY_PERM,
     PERMUTED,
     HEAD_PLANS,
     stride_kb,
@@ -168,8 +170,8 @@ def _permute_kv(
     stride_vb,
     stride_vh,
     stride_vs,
-    stride_pb,
-    stride_ph,
+    stride_kpb,
+    stride_kph,
     stride_fb,
     stride_fh,
     stride_hb,
@@ -180,7 +182,7 @@ def _permute_kv(
     BLOCK_S: tl.constexpr,
     HAS_HEAD_PLANS: tl.constexpr,
 ):
-    """``KP[b, h, p] = K[b, h, perm[b, h, p]]`` (and V) for the heads ``PERMUTED`` marks;
+    """``KP[b, h, p] = K[b, h, key_perm[b, h, p]]`` (and V) for the heads ``PERMUTED`` marks;
     KP and VP are contiguous ``[B, H, S, D]``."""
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -190,7 +192,7 @@ def _permute_kv(
     if tl.load(PERMUTED + b * stride_fb + plan_h * stride_fh) != 0:
         offs = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
         valid = offs < seq_len
-        rows = tl.load(PERM + b * stride_pb + plan_h * stride_ph + offs, mask=valid, other=0)
+        rows = tl.load(KEY_PERM + b * stride_kpb + plan_h * stride_kph + offs, mask=valid, other=0)
         offs_d = tl.arange(0, HEAD_DIM)
         k = tl.load(K + b * stride_kb + h * stride_kh + rows[:, None] * stride_ks + offs_d[None, :])
         v = tl.load(V + b * stride_vb + h * stride_vh + rows[:, None] * stride_vs + offs_d[None, :])
@@ -353,9 +355,9 @@ def block_sparse_attention(
         q, k, v: ``[B, H, S, D]``, fp16 or bf16 (fp32 is accepted, for tests), one device;
             ``D`` in 16, 32, 64, 128, 256. Any strides with a contiguous last dim.
         plan: ``seq_len == S``; its batch and head dims are ``B``/``H`` or 1 (broadcast).
-            With ``plan.perm`` the plan is in permuted token order; O and LSE still come back
-            in the original order. ``plan.head_plans`` entries are not bounds-checked (that
-            would cost a device sync).
+            With ``plan.perm`` the plan is in permuted token order (keys and values in that of
+            ``plan.key_perm`` if given); O and LSE still come back in the original order.
+            ``plan.head_plans`` entries are not bounds-checked (that would cost a device sync).
         scale: score scale, default ``1 / sqrt(D)``; must be positive.
         return_lse: also return the natural-log log-sum-exp of each row's scaled scores.
         out: optional ``[B, H, S, D]`` buffer of q's dtype and device to write O into.
@@ -376,7 +378,7 @@ def block_sparse_attention(
     if torch.compiler.is_compiling():
         result, lse = _block_sparse_attention_op(
             q, k, v, plan.kv_indices, plan.kv_counts, plan.perm, plan.permuted, plan.head_plans,
-            plan.block_q, plan.block_k, plan.seq_len, scale, return_lse, precision,
+            plan.block_q, plan.block_k, plan.seq_len, scale, return_lse, precision, plan.key_perm,
         )  # fmt: skip
         if out is not None:
             result = out.copy_(result)
@@ -444,10 +446,13 @@ def _block_sparse_attention_op(
     scale: float | None,
     return_lse: bool,
     precision: str = "bf16",
+    key_perm: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`block_sparse_attention` as a custom op: O with q's strides, and the LSE (or an empty
     tensor without ``return_lse``), as the fake implementation below says."""
-    plan = BlockPlan(kv_indices, kv_counts, block_q, block_k, seq_len, perm, permuted, head_plans)
+    plan = BlockPlan(
+        kv_indices, kv_counts, block_q, block_k, seq_len, perm, permuted, head_plans, key_perm
+    )
     result = _block_sparse_attention(q, k, v, plan, scale, return_lse, None, precision)
     out, lse = result if return_lse else (result, q.new_empty(0, dtype=torch.float32))
     if out.stride() != torch.empty_like(q, device="meta").stride():
@@ -457,7 +462,7 @@ def _block_sparse_attention_op(
 
 @_block_sparse_attention_op.register_fake
 def _(q, k, v, kv_indices, kv_counts, perm, permuted, head_plans, block_q, block_k, seq_len,
-      scale, return_lse, precision="bf16"):  # fmt: skip
+      scale, return_lse, precision="bf16", key_perm=None):  # fmt: skip
     lse_shape = q.shape[:3] if return_lse else (0,)
     return torch.empty_like(q), q.new_empty(lse_shape, dtype=torch.float32)
 
@@ -474,7 +479,8 @@ def launch_block_sparse_attention(
     mass: FusedMass | None = None,
 ) -> None:
     """Run the kernel into ``out`` (``[B, H, S, D]``) and ``lse`` (fp32 ``[B, H, S]``, or None),
-    storing the block-mass partial sums into ``mass.partials`` on the way if given.
+    storing the block-mass partial sums into ``mass.partials`` on the way if given (indexed,
+    like ``mass.lse``, by the plan's query and key positions: permuted ones with ``perm``).
 
     No validation: `block_sparse_attention` and `dense_attention_with_mass` check inputs first;
     benchmarks call this directly to try other configs.
@@ -485,16 +491,18 @@ def launch_block_sparse_attention(
         plan.kv_indices if plan.kv_indices.stride(-1) == 1 else plan.kv_indices.contiguous()
     )
     kv_counts = plan.kv_counts
-    perm, permuted, perm_strides, head_plans, head_plan_strides = plan_lookups(plan)
+    looked_up = plan_lookups(plan)
+    perm, permuted, head_plans = looked_up.perm, looked_up.permuted, looked_up.head_plans
+    perm_and_flag_strides = (*looked_up.perm_strides, *looked_up.permuted_strides)
     k_perm, v_perm = None, None
     if perm is not None:
         k_perm = torch.empty((batch, heads, seq_len, head_dim), dtype=k.dtype, device=k.device)
         v_perm = torch.empty_like(k_perm)
         _permute_kv[(num_blocks(seq_len, _PERMUTE_ROWS), batch * heads)](
-            k, v, k_perm, v_perm, perm, permuted, head_plans,
-            *k.stride()[:3], *v.stride()[:3], *perm_strides, *head_plan_strides, heads, seq_len,
-            HEAD_DIM=head_dim, BLOCK_S=_PERMUTE_ROWS, HAS_HEAD_PLANS=head_plans is not None,
-            num_warps=4,
+            k, v, k_perm, v_perm, looked_up.key_perm, permuted, head_plans, *k.stride()[:3],
+            *v.stride()[:3], *looked_up.key_perm_strides, *looked_up.permuted_strides,
+            *looked_up.head_plan_strides, heads, seq_len, HEAD_DIM=head_dim,
+            BLOCK_S=_PERMUTE_ROWS, HAS_HEAD_PLANS=head_plans is not None, num_warps=4,
         )  # fmt: skip
     mass_args: tuple = (None, None, 0, 0, 0, 0, 0, 0, 0)
     if mass is not None:
@@ -504,8 +512,9 @@ def launch_block_sparse_attention(
     _block_sparse_attention_fwd[grid](
         q, k, v, out, lse, kv_indices, kv_counts, perm, permuted, head_plans, k_perm, v_perm,
         *mass_args[:2], *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
-        *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 3), *perm_strides,
-        *head_plan_strides, head_dim, *mass_args[2:], heads, seq_len, scale * LOG2E,
+        *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 3),
+        *perm_and_flag_strides, *looked_up.head_plan_strides, head_dim, *mass_args[2:], heads,
+        seq_len, scale * LOG2E,
         HEAD_DIM=head_dim,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
@@ -533,19 +542,39 @@ class FusedMass:
     lse: torch.Tensor
 
 
-def plan_lookups(plan: BlockPlan):
-    """The plan's permutation, its per-head flags (uint8; all set when the plan has none) and
-    ``head_plans``, with their broadcast strides: the kernels' arguments for them."""
-    head_plans = plan.head_plans
-    head_plan_strides = (0, 0) if head_plans is None else _broadcast_strides(head_plans, 2)
-    perm, permuted, perm_strides = plan.perm, None, (0, 0, 0, 0)
+class PlanLookups(NamedTuple):
+    """The plan tensors that the kernels look up per head, with their broadcast ``(batch,
+    head)`` strides: the kernels' arguments for them. ``key_perm`` is the plan's, or ``perm``
+    when it has none; ``permuted`` is uint8, all set when the plan has no flags. Without a
+    ``perm`` the tensors are None and the strides 0."""
+
+    perm: torch.Tensor | None
+    perm_strides: tuple[int, int]
+    key_perm: torch.Tensor | None
+    key_perm_strides: tuple[int, int]
+    permuted: torch.Tensor | None
+    permuted_strides: tuple[int, int]
+    head_plans: torch.Tensor | None
+    head_plan_strides: tuple[int, int]
+
+
+def plan_lookups(plan: BlockPlan) -> PlanLookups:
+    """The plan's permutations, per-head flags and ``head_plans`` as `PlanLookups`."""
+    perm, key_perm, permuted = plan.perm, None, None
     if perm is not None:
+        key_perm = perm if plan.key_perm is None else plan.key_perm
         permuted = plan.permuted
         if permuted is None:
             permuted = torch.ones(perm.shape[:2], dtype=torch.bool, device=perm.device)
         permuted = permuted.view(torch.uint8)
-        perm_strides = (*_broadcast_strides(perm, 2), *_broadcast_strides(permuted, 2))
-    return perm, permuted, perm_strides, head_plans, head_plan_strides
+
+    def strides(t: torch.Tensor | None) -> tuple[int, int]:
+        return (0, 0) if t is None else _broadcast_strides(t, 2)
+
+    return PlanLookups(
+        perm, strides(perm), key_perm, strides(key_perm), permuted, strides(permuted),
+        plan.head_plans, strides(plan.head_plans),
+    )  # fmt: skip
 
 
 def _broadcast_strides(t: torch.Tensor, dims: int) -> tuple[int, ...]:
@@ -592,13 +621,15 @@ def _check_inputs(
             f"plan is for [B, H] = [{plan.batch}, {plan.heads}]; q needs [{batch}, {heads}], "
             "or 1 in a dim to broadcast it"
         )
-    for name in ("perm", "permuted"):
+    for name in ("perm", "permuted", "key_perm"):
         t = getattr(plan, name)
         if t is not None and t.shape[0] not in (1, batch):
             raise ValueError(f"plan.{name} batch dim must be 1 or {batch}, got {t.shape[0]}")
     check_block("plan.block_q", plan.block_q)
     check_block("plan.block_k", plan.block_k)
-    plan_tensors = [plan.kv_indices, plan.kv_counts, plan.perm, plan.permuted, plan.head_plans]
+    plan_tensors = [
+        plan.kv_indices, plan.kv_counts, plan.perm, plan.permuted, plan.head_plans, plan.key_perm
+    ]  # fmt: skip
     for t in (t for t in plan_tensors if t is not None):
         if t.device != q.device:
             raise ValueError(f"plan is on {t.device} but q is on {q.device}: use plan.to(device)")

@@ -14,14 +14,16 @@ _CHUNK_ELEMENTS = 1 << 26
 
 
 def permute_tokens(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-    """``x[b, h, perm[b, h, p]]`` for ``x`` ``[B, H, S, D]`` and ``perm`` ``[B|1, H, S]``."""
-    index = perm.long().expand(x.shape[0], -1, -1)[..., None].expand(-1, -1, -1, x.shape[-1])
+    """``x[b, h, perm[b, h, p]]`` for ``x`` ``[B, H, S, D]`` and ``perm`` ``[B|1, H|1, S]``."""
+    # Expanded to x's heads too: gather takes the index's shape, so one perm row for every
+    # head would return that many heads only.
+    index = perm.long().expand(*x.shape[:2], -1)[..., None].expand(-1, -1, -1, x.shape[-1])
     return x.gather(2, index)
 
 
 def unpermute_tokens(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """Inverse of `permute_tokens`: puts row ``p`` back at original position ``perm[b, h, p]``."""
-    index = perm.long().expand(x.shape[0], -1, -1)
+    index = perm.long().expand(*x.shape[:2], -1)
     if x.dim() == 4:
         index = index[..., None].expand(-1, -1, -1, x.shape[-1])
     return torch.empty_like(x).scatter_(2, index, x)
@@ -54,9 +56,10 @@ def block_sparse_attention_reference(
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     qc, kc, vc = (t.to(compute) for t in (q, k, v))
     plan = plan.expanded()
-    perm = plan.head_perms()
+    perm, key_perm = plan.head_perms(), plan.head_key_perms()
     if perm is not None:
-        qc, kc, vc = (permute_tokens(t, perm) for t in (qc, kc, vc))
+        qc = permute_tokens(qc, perm)
+        kc, vc = permute_tokens(kc, key_perm), permute_tokens(vc, key_perm)
     attend = _attend_masked_flash_cpu if qc.device.type == "cpu" else _attend_gathered_blocks
     out, lse = attend(qc, kc, vc, plan, scale)
     if perm is not None:
@@ -349,10 +352,11 @@ def block_sparse_attention_8bit_reference(
     k_mean = kf.mean(2, keepdim=True) if smooth_k else torch.zeros_like(kf[:, :, :1])
     lse_shift = (qf @ k_mean.transpose(-1, -2))[..., 0] * scale  # [B, H, S]
     plan = plan.expanded()
-    perm = plan.head_perms()
+    perm, key_perm = plan.head_perms(), plan.head_key_perms()
     kf = kf - k_mean
     if perm is not None:
-        qf, kf, vf = (permute_tokens(t, perm) for t in (qf, kf, vf))
+        qf = permute_tokens(qf, perm)
+        kf, vf = permute_tokens(kf, key_perm), permute_tokens(vf, key_perm)
     q8, q_scale = quantize_rows_int8(qf, q_rows)
     k8, k_scale = quantize_rows_int8(kf, k_rows)
     q_row_scale = _row_scales(q_scale, q_rows, seq_len).expand(batch, heads, -1)

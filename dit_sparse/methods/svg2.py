@@ -11,8 +11,8 @@ Semantic-Aware Permutation" (arXiv 2505.18875; code: svg-project/Sparse-VideoGen
    (``kmeans_iter_step`` iterations), or, at the first one, from randomly drawn tokens
    (``kmeans_iter_init`` iterations);
 2. tokens sorted by cluster, queries by their clustering and keys and values by theirs, so
-   that every cluster is a contiguous range (q, k and v gathered in torch, the output
-   scattered back: our kernel's ``BlockPlan.perm`` is one permutation for q and k alike);
+   that every cluster is a contiguous range (the plan's ``perm`` and ``key_perm``: the kernel
+   gathers q, k and v through them and scatters the output back, with no torch pass);
 3. each query cluster's estimated attention over the key clusters: the softmax of its
    centroid's scaled dot products with the key centroids, each key cluster weighted by its
    size (official: ``identify_dynamic_map``);
@@ -26,8 +26,7 @@ Semantic-Aware Permutation" (arXiv 2505.18875; code: svg-project/Sparse-VideoGen
      ``top_p`` (at least ``min_kc_ratio`` of them), then every block that holds a kept pair
      (a block straddling clusters keeps the union of their pairs);
 
-5. our block-sparse kernel computes those blocks and the output goes back to the original
-   order.
+5. our block-sparse kernel computes those blocks and writes the output in the original order.
 
 Why ``"blocks"`` by default: at Wan 720p's defaults a key cluster holds ~76 tokens, fewer
 than a 128-token block, so a key block straddles ~2-3 clusters and ``"clusters"`` keeps it
@@ -67,13 +66,13 @@ official kernel takes ranges of any size).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..kernels import block_sparse_attention
-from ..kernels.reference import permute_tokens, unpermute_tokens
 from ..layout import TokenLayout
 from ..plan import BlockPlan
 from ..utils import warn_once
@@ -111,7 +110,8 @@ class _LayerState:
 @dataclass(frozen=True, eq=False)
 class SVG2Arrangement:
     """What `SparseVideoGen2.arrange` decided for one call: both clusterings, their token
-    orders, the kept cluster pairs and the plan over the sorted orders."""
+    orders, the kept cluster pairs and the plan over the sorted orders (``[B, H]``, without
+    ``perm``: for q, k, v already sorted; `sorting_plan` takes the original ones)."""
 
     q: KMeansResult
     k: KMeansResult
@@ -123,6 +123,16 @@ class SVG2Arrangement:
     def cluster_density(self) -> torch.Tensor:
         """fp32 ``[B * H]``: share of token pairs in kept cluster pairs, before blocks."""
         return cluster_density(self.kept, self.q.sizes, self.k.sizes)
+
+    def sorting_plan(self) -> BlockPlan:
+        """`plan` for q, k, v in their original order: ``perm`` sorts the queries by their
+        clusters and ``key_perm`` the keys and values by theirs."""
+        heads = self.plan.kv_counts.shape[:2]
+        return dataclasses.replace(
+            self.plan,
+            perm=self.q_order.perm.view(*heads, -1),
+            key_perm=self.k_order.perm.view(*heads, -1),
+        )
 
 
 @dataclass
@@ -280,26 +290,18 @@ class SparseVideoGen2(SparseMethod):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall
     ) -> torch.Tensor:
         _check_qkv(q, k, v, call.layout)
-        batch, heads, seq_len, dim = q.shape
+        batch, dim = q.shape[0], q.shape[3]
         scale = call.scale if call.scale is not None else dim**-0.5
         q_result, k_result, kind = self.cluster(q, k, call)
         arranged = self.arrange(q_result, k_result, batch, scale)
-        q_perm = arranged.q_order.perm.view(batch, heads, seq_len)
-        k_perm = arranged.k_order.perm.view(batch, heads, seq_len)
-        out = block_sparse_attention(
-            permute_tokens(q, q_perm),
-            permute_tokens(k, k_perm),
-            permute_tokens(v, k_perm),
-            arranged.plan,
-            scale=scale,
-        )
+        out = block_sparse_attention(q, k, v, arranged.sorting_plan(), scale=scale)
         call.info.update(
             kind=kind,
             density=arranged.plan.density_per_head().mean(),
             cluster_density=arranged.cluster_density().mean(),
             block=arranged.plan.block_q,
         )
-        return unpermute_tokens(out, q_perm)
+        return out
 
     def check_layout(self, layout: TokenLayout) -> None:
         """Any layout: clusters need no frames."""

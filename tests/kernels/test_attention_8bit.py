@@ -191,6 +191,31 @@ def test_kernel_with_shared_plans_some_heads_permuted_and_bf16_strided_inputs():
     assert_accurate(out, lse, q, k, v, plan, scale=0.2)
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_kernel_with_separate_key_perms(shared):
+    """Queries through ``perm``, keys and values through ``key_perm`` (ragged S, batch 2, some
+    heads not marked permuted; or shared plans picked per head): the kernel and the 8-bit
+    reference within the bounds of float64 attention on the same plan."""
+    g = generator()
+    q, k, v = inputs("random_offset", g, heads=4, dim=32)
+    if shared:
+        plan = dataclasses.replace(
+            random_plan(1, 3, 333, 64, 32, g, key_perm=True),
+            permuted=torch.tensor([[True, False, True]]),
+            head_plans=torch.randint(0, 3, (2, 4), generator=g),
+        )
+    else:
+        plan = dataclasses.replace(
+            random_plan(2, 4, 333, 64, 32, g, key_perm=True),
+            permuted=torch.tensor([[True, False, True, True], [False, True, True, True]]),
+        )
+    out, lse = block_sparse_attention(q, k, v, plan, return_lse=True, precision="8bit")
+    assert_accurate(out, lse, q, k, v, plan)
+    ref8, ref8_lse = block_sparse_attention_8bit_reference(q, k, v, plan, return_lse=True)
+    assert_accurate(ref8, ref8_lse, q, k, v, plan)
+    assert accuracy(out, ref8)[1] < 2.5e-2
+
+
 def test_cpu_without_interpreter_runs_the_8bit_reference(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET")
     monkeypatch.setattr(launch, "_warned", set())

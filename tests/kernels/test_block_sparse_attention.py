@@ -36,20 +36,29 @@ def qkv(batch, heads, seq_len, dim, dtype, g, token_major=False):
     return [t.transpose(1, 2) for t in tensors] if token_major else tensors
 
 
-def random_plan(batch, heads, seq_len, block_q, block_k, g, empty_rows=True, perm=False):
-    """Each query block keeps 1..all key blocks at random; a few keep none."""
+def random_perms(batch, heads, seq_len, g):
+    """int64 ``[batch, heads, seq_len]``: a random permutation per (batch, head)."""
+    return torch.stack([torch.randperm(seq_len, generator=g) for _ in range(batch * heads)]).view(
+        batch, heads, seq_len
+    )
+
+
+def random_plan(
+    batch, heads, seq_len, block_q, block_k, g, empty_rows=True, perm=False, key_perm=False
+):
+    """Each query block keeps 1..all key blocks at random; a few keep none. ``perm``: a random
+    permutation per head; ``key_perm``: another one for the keys and values."""
     nq, nk = -(-seq_len // block_q), -(-seq_len // block_k)
     scores = torch.rand(batch, heads, nq, nk, generator=g)
     keep = torch.randint(1, nk + 1, (batch, heads, nq, 1), generator=g)
     if empty_rows:
         keep[torch.rand(batch, heads, nq, 1, generator=g) < 0.15] = 0
     mask = scores.argsort(-1).argsort(-1) < keep
-    permutation = None
-    if perm:
-        permutation = torch.stack(
-            [torch.randperm(seq_len, generator=g) for _ in range(batch * heads)]
-        ).view(batch, heads, seq_len)
-    return BlockPlan.from_block_mask(mask, block_q, block_k, seq_len, perm=permutation)
+    permutation = random_perms(batch, heads, seq_len, g) if perm or key_perm else None
+    plan = BlockPlan.from_block_mask(mask, block_q, block_k, seq_len, perm=permutation)
+    if key_perm:
+        plan = dataclasses.replace(plan, key_perm=random_perms(batch, heads, seq_len, g))
+    return plan
 
 
 def run_kernel(q, k, v, plan, scale):
@@ -139,6 +148,38 @@ def test_one_shared_perm_with_per_head_flags_matches_per_head_perms():
         )
 
 
+@pytest.mark.parametrize("plan_batch,plan_heads", [(1, 2), (2, 2), (2, 1)])
+@pytest.mark.parametrize("key_dtype", [torch.int64, torch.int32])
+def test_keys_gathered_through_their_own_permutation(plan_batch, plan_heads, key_dtype):
+    """Queries through ``perm`` and keys and values through ``key_perm`` (ragged S, batch 2;
+    plans per head or broadcast): the reference's result, which differs from that of ``perm``
+    for both."""
+    g = generator()
+    q, k, v = qkv(2, 2, 210, 16, torch.float32, g, token_major=True)
+    plan = random_plan(plan_batch, plan_heads, 210, 64, 32, g, empty_rows=False, key_perm=True)
+    plan = dataclasses.replace(plan, key_perm=plan.key_perm.to(key_dtype))
+    out, lse = run_kernel(q, k, v, plan, 0.25)
+    assert_matches_reference(q, k, v, plan, 0.25, out, lse)
+    one_perm, _ = run_kernel(q, k, v, dataclasses.replace(plan, key_perm=None), 0.25)
+    assert (out - one_perm).abs().max() > 0.1
+
+
+def test_key_perm_of_heads_not_marked_permuted_is_not_read():
+    """``permuted`` governs both permutations: unmarked heads read q, k, v in place, whatever
+    their ``perm`` and ``key_perm`` rows hold; one shared ``perm`` beside per-head key ones."""
+    g = generator()
+    q, k, v = qkv(2, 3, 200, 16, torch.float32, g)
+    plan = random_plan(2, 3, 200, 64, 32, g, key_perm=True)
+    permuted = torch.tensor([[True, False, True], [False, False, True]])
+    plan = dataclasses.replace(plan, perm=plan.perm[:1, :1], permuted=permuted)
+    out, lse = run_kernel(q, k, v, plan, 0.25)
+    assert_matches_reference(q, k, v, plan, 0.25, out, lse)
+    in_place = dataclasses.replace(plan, perm=None, permuted=None, key_perm=None)
+    plain_out, plain_lse = run_kernel(q, k, v, in_place, 0.25)
+    assert torch.equal(out[~permuted], plain_out[~permuted])
+    assert torch.equal(lse[~permuted], plain_lse[~permuted])
+
+
 @pytest.mark.parametrize("heads_batch", [1, 2])
 def test_heads_pick_shared_plans_as_if_each_had_its_own(heads_batch):
     """``head_plans``: three shared plans, the last two permuted, picked per head in the
@@ -166,6 +207,24 @@ def test_heads_pick_shared_plans_as_if_each_had_its_own(heads_batch):
     assert (lse.double() - ref_lse)[finite].abs().max() < TOLERANCE[torch.float32]
     with pytest.raises(ValueError, match=r"head_plans must be int \[B\|1, H\]"):
         dataclasses.replace(plan, head_plans=pick.float())
+
+
+@pytest.mark.parametrize("shared_key_perm", [False, True])
+def test_shared_plans_with_key_perms(shared_key_perm):
+    """``head_plans`` over plans with a ``key_perm`` each (or one for all): the kernel's O and
+    LSE equal the reference's and the kernel's on the expanded per-head plan."""
+    g = generator()
+    q, k, v = qkv(2, 4, 150, 32, torch.float32, g)
+    shared = random_plan(1, 3, 150, 32, 16, g, key_perm=True)
+    key_perm = shared.key_perm[:, :1] if shared_key_perm else shared.key_perm
+    plan = dataclasses.replace(
+        shared, key_perm=key_perm, permuted=torch.tensor([[True, False, True]]),
+        head_plans=torch.randint(0, 3, (2, 4), generator=g),
+    )  # fmt: skip
+    out, lse = run_kernel(q, k, v, plan, 0.2)
+    assert_matches_reference(q, k, v, plan, 0.2, out, lse)
+    own_out, own_lse = run_kernel(q, k, v, plan.expanded(), 0.2)
+    assert torch.allclose(out, own_out, atol=1e-6) and torch.equal(lse.isinf(), own_lse.isinf())
 
 
 def test_token_major_strides_and_out_buffer():
@@ -220,8 +279,11 @@ def test_cpu_without_interpreter_falls_back_with_one_warning(monkeypatch):
     assert torch.equal(out, block_sparse_attention_reference(q, k, v, plan))
 
 
-def _plan(seq_len=64, block=32, batch=1, heads=1):
-    return BlockPlan.dense(batch, heads, seq_len, block, block)
+def _plan(seq_len=64, block=32, batch=1, heads=1, key_perm=None):
+    plan = BlockPlan.dense(batch, heads, seq_len, block, block)
+    if key_perm is None:
+        return plan
+    return dataclasses.replace(plan, perm=torch.arange(seq_len)[None, None], key_perm=key_perm)
 
 
 @pytest.mark.parametrize(
@@ -239,6 +301,17 @@ def _plan(seq_len=64, block=32, batch=1, heads=1):
         (dict(plan=_plan(block=24)), ValueError, "power of two >= 16"),
         (dict(plan=_plan(block=8)), ValueError, "power of two >= 16"),
         (dict(plan=_plan().to("meta")), ValueError, "plan.to"),
+        (dict(plan=_plan(key_perm=torch.zeros(1, 1, 64))), TypeError, "int32 or int64"),
+        (
+            dict(plan=_plan(key_perm=torch.zeros(2, 1, 64, dtype=torch.long))),
+            ValueError,
+            "plan.key_perm batch dim must be 1 or 1, got 2",
+        ),
+        (
+            dict(plan=_plan(key_perm=torch.zeros(1, 1, 64, dtype=torch.long, device="meta"))),
+            ValueError,
+            "plan is on meta",
+        ),
         (dict(scale=-1.0), ValueError, "positive"),
         (dict(out=torch.zeros(1, 1, 64, 8)), ValueError, "out must be"),
     ],

@@ -229,7 +229,7 @@ def _lower_all() -> None:
             "V": "*bf16",
             "KP": "*bf16",
             "VP": "*bf16",
-            "PERM": "*i64",
+            "KEY_PERM": "*i64",
             "PERMUTED": "*u8",
             "HEAD_PLANS": "*i64",
         },
@@ -311,7 +311,7 @@ def _lower_8bit(lower, attention_8bit, plain, permuted) -> int:
     )
     quantized = {"Q8": "*i8", "K8": "*i8", "VT8": "*fp8e4nv", "Q_SCALE": "*fp32"}
     quantized |= {"K_SCALE": "*fp32", "V_MAX": "*fp32", "LSE_SHIFT": "*fp32"}
-    plan_types = {"PERM": "*i64", "PERMUTED": "*u8", "HEAD_PLANS": "*i64"}
+    plan_types = {"PERM": "*i64", "KEY_PERM": "*i64", "PERMUTED": "*u8", "HEAD_PLANS": "*i64"}
     lower(
         attention_8bit._quantize_qkv,
         dict(HEAD_DIM=128, ROWS=attention_8bit.QUANT_ROWS, HAS_PERM=True, HAS_HEAD_PLANS=True)

@@ -1,8 +1,10 @@
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from test_block_sparse_attention import random_perms
 
 from dit_sparse import BlockPlan
 from dit_sparse.kernels import reference
@@ -85,3 +87,53 @@ def test_batch_one_plan_broadcasts_and_perm_round_trips():
     expected_p = block_sparse_attention_reference(qp, kp, vp, plain)
     expected = torch.empty_like(expected_p).scatter_(2, index, expected_p)
     assert (out - expected).abs().max() < 1e-12
+
+
+def test_queries_and_keys_in_their_own_orders_equal_masked_attention_by_hand():
+    """``perm`` for queries, ``key_perm`` for keys and values, per-head ``permuted`` flags, a
+    batch-2 plan and ragged S: the same as sorting q by its order and k, v by theirs (the
+    identity where a head is not marked), masking by the plan's blocks, a softmax, and
+    putting the rows back."""
+    batch, heads, seq_len, block_q, block_k = 2, 3, 100, 32, 16
+    q, k, v = inputs(batch, heads, seq_len, 8)
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    nq, nk = -(-seq_len // block_q), -(-seq_len // block_k)
+    mask = torch.rand(batch, heads, nq, nk, generator=g) < 0.4
+    mask[..., torch.arange(nq), torch.arange(nq) * block_q // block_k] = True  # no empty row
+    perm, key_perm = (random_perms(batch, heads, seq_len, g) for _ in range(2))
+    permuted = torch.tensor([[True, False, True], [True, True, False]])
+    plan = dataclasses.replace(
+        BlockPlan.from_block_mask(mask, block_q, block_k, seq_len, perm=perm),
+        permuted=permuted,
+        key_perm=key_perm,
+    )
+    out, lse = block_sparse_attention_reference(q, k, v, plan, scale=0.3, return_lse=True)
+    identity = torch.arange(seq_len)
+    q_order = torch.where(permuted[..., None], perm, identity)
+    k_order = torch.where(permuted[..., None], key_perm, identity)
+    expected, expected_lse = torch.empty_like(q), torch.empty(q.shape[:3], dtype=q.dtype)
+    allowed = token_mask(plan, batch)
+    for b in range(batch):
+        for h in range(heads):
+            qs, ks, vs = q[b, h, q_order[b, h]], k[b, h, k_order[b, h]], v[b, h, k_order[b, h]]
+            scores = (qs @ ks.T * 0.3).masked_fill(~allowed[b, h], float("-inf"))
+            expected[b, h, q_order[b, h]] = torch.softmax(scores, -1) @ vs
+            expected_lse[b, h, q_order[b, h]] = torch.logsumexp(scores, -1)
+    assert (out - expected).abs().max() < 1e-10
+    assert (lse - expected_lse).abs().max() < 1e-10
+
+
+def test_one_head_plan_with_perm_broadcasts_over_heads():
+    """A plan of one head (``perm`` ``[1, 1, S]``) serves every head of q, as the kernel
+    reads it: the same as that plan spelled out per head."""
+    q, k, v = inputs(2, 3, 80, 8)
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    mask = torch.rand(1, 1, 5, 5, generator=g) < 0.5
+    mask[..., torch.arange(5), torch.arange(5)] = True
+    plan = BlockPlan.from_block_mask(mask, 16, 16, 80, perm=random_perms(1, 1, 80, g))
+    spelled = BlockPlan.from_block_mask(
+        mask.expand(1, 3, -1, -1), 16, 16, 80, perm=plan.perm.expand(1, 3, -1)
+    )
+    out = block_sparse_attention_reference(q, k, v, plan)
+    assert out.shape == q.shape
+    assert torch.equal(out, block_sparse_attention_reference(q, k, v, spelled))

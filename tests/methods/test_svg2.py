@@ -5,7 +5,7 @@ from conftest import run_pipe
 
 import dit_sparse
 from dit_sparse import TokenLayout
-from dit_sparse.kernels import reference
+from dit_sparse.kernels import block_sparse_attention, reference
 from dit_sparse.kernels.reference import permute_tokens, unpermute_tokens
 from dit_sparse.methods.base import AttentionCall
 from dit_sparse.methods.svg2 import SparseVideoGen2
@@ -292,6 +292,30 @@ def test_sparse_output_equals_masked_attention_in_the_original_order():
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=token_mask[None])
     assert 0.2 < call.info["density"] < 1
     assert (out - expected).abs().max() < 1e-5
+
+
+def test_attend_sorts_through_the_plan_as_torch_permutations_did():
+    """`attend` hands the kernel q, k, v in their original order with the plan's ``perm``
+    (query clusters) and ``key_perm`` (key clusters): the output of sorting q, k, v in torch,
+    the plan without permutations, and scattering the output back (batch 2, ragged S)."""
+    layout = TokenLayout(3, 5, 7)  # 105 tokens: a ragged last block of 16
+    q, k, v = random_qkv(layout, 12, batch=2, heads=3)
+    method = sparse(top_p=0.5, q_clusters=6, k_clusters=12, block_size=16)
+    call = call_for(layout, {})
+    out = method.attend(q, k, v, call)
+    again = method.arrange(*method.cluster(q, k, call_for(layout, {}))[:2], 2, SCALE)
+    sorting = again.sorting_plan()
+    q_perm, k_perm = again.q_order.perm.view(2, 3, -1), again.k_order.perm.view(2, 3, -1)
+    assert torch.equal(sorting.perm, q_perm) and torch.equal(sorting.key_perm, k_perm)
+    assert not torch.equal(q_perm, k_perm) and again.plan.perm is None
+    sorted_out = block_sparse_attention(
+        permute_tokens(q, q_perm), permute_tokens(k, k_perm), permute_tokens(v, k_perm),
+        again.plan, scale=SCALE,
+    )  # fmt: skip
+    torch.testing.assert_close(out, unpermute_tokens(sorted_out, q_perm), rtol=0, atol=1e-6)
+    assert set(call.info) == {"kind", "density", "cluster_density", "block"}
+    assert call.info["kind"] == "svg2-init" and call.info["block"] == 16
+    assert float(call.info["density"]) == pytest.approx(again.plan.density)
 
 
 def test_centroids_warm_start_per_layer_and_branch_until_reset_or_new_layout():

@@ -91,7 +91,7 @@ def test_attention_layer_tiny_svg2_overhead(script, tmp_path, capsys):
         assert "error" not in result, result
         assert list(result["steps"]) == ["svg2-init", "svg2"]
         overhead = case["svg2_overhead"]
-        parts = ("cluster", "arrange", "permute", "kernel")
+        parts = ("cluster", "arrange", "kernel_with_perm", "kernel")
         assert all(overhead[key] > 0 for key in ("attend", *parts))
         assert 0 < overhead["density"] <= 1
     assert "k-means ms" in printed
@@ -111,6 +111,10 @@ def test_svg2_kmeans_probe_tiny(script, tmp_path, monkeypatch):
         assert iteration["assign_ms"] == {}  # Triton-only timings
     svg2 = layout["svg2"]
     assert (svg2["q_clusters"], svg2["k_clusters"]) == (192, 192)  # capped at 192 tokens
+    assert svg2["kernel_ms"] > 0 and svg2["kernel_presorted_ms"] > 0
+    assert svg2["permute_ms"] == pytest.approx(
+        svg2["kernel_ms"] - svg2["kernel_presorted_ms"], abs=1e-3
+    )
     assert svg2["overhead_ms"] == pytest.approx(
         svg2["cluster_ms"] + svg2["arrange_ms"] + svg2["permute_ms"], abs=1e-3
     )
