@@ -113,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                 "bf16_vs_dense": None if bf16.is_dense else summaries[bf16.label],
             }
         )
-    command = " ".join(["python", "benchmarks/precision_quality.py", *sys.argv[1:]])
+    command = [
+        "python",
+        "benchmarks/precision_quality.py",
+        *(sys.argv[1:] if argv is None else argv),
+    ]
     doc = {
         **environment(device, command),
         "model": model,

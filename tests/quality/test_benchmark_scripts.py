@@ -234,7 +234,8 @@ def test_precision_quality_tiny(script, tmp_path):
     argv = ["--tiny", "--methods", "radial", "--prompts", "1", "--out-dir", str(tmp_path)]
     assert script("precision_quality").main(argv) == 0
     doc = json.loads((tmp_path / "results.json").read_text())
-    assert doc["gpu"] == "cpu" and doc["model"] == "wan-shapes" and doc["command"]
+    assert doc["gpu"] == "cpu" and doc["model"] == "wan-shapes"
+    assert doc["command"] == "python benchmarks/precision_quality.py " + " ".join(argv)
     rows = {(c["method"], c["variant"]): c for c in doc["comparisons"]}
     assert list(rows) == [
         ("dense", "8bit every step"),
