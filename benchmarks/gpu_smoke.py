@@ -323,6 +323,11 @@ def kernels_checked(checks: Checks) -> Iterator[None]:
 # --- the two parts ---------------------------------------------------------------------------
 
 
+def _kernel_where(dtype: torch.dtype, head_dim: int) -> dict[str, str]:
+    """What a kernel check records about itself (a method's checks name the method and step)."""
+    return {"dtype": _name(dtype), "part": "kernels", "method": "-", "step": f"D={head_dim}"}
+
+
 def kernel_part(checks: Checks, device: torch.device, dtype: torch.dtype, tiny: bool) -> None:
     """`block_sparse_attention` with LSE on a random ragged plan, and `lloyd_step` on
     clustered vectors, at head dims 64 and 128."""
@@ -339,12 +344,7 @@ def kmeans_part(
     vectors (333 tiny) and 1,000 centroids (37)."""
     groups, seq_len, clusters = (6, 333, 37) if tiny else (6, 7_800, 1_000)
     for head_dim in (64, 128):
-        checks.where = {
-            "dtype": _name(dtype),
-            "part": "kernels",
-            "method": "-",
-            "step": f"D={head_dim}",
-        }
+        checks.where = _kernel_where(dtype, head_dim)
         centers = 3 * torch.randn(groups, 50, head_dim, generator=generator, device=device)
         pick = torch.randint(50, (groups, seq_len), generator=generator, device=device)
         x = centers.gather(1, pick[..., None].expand(-1, -1, head_dim))
@@ -364,12 +364,7 @@ def attention_part(
     """`block_sparse_attention` with LSE on a random ragged plan, at head dims 64 and 128."""
     seq_len = 333 if tiny else 7_800
     for head_dim in (64, 128):
-        checks.where = {
-            "dtype": _name(dtype),
-            "part": "kernels",
-            "method": "-",
-            "step": f"D={head_dim}",
-        }
+        checks.where = _kernel_where(dtype, head_dim)
         q, k, v = (
             torch.randn(2, 3, seq_len, head_dim, generator=generator, device=device).to(dtype)
             for _ in range(3)
