@@ -34,12 +34,13 @@ from .launch import (
 from .reference import lloyd_step_reference
 
 # Assignment tiles by head dim: ``block_m`` vectors a program, ``block_n`` centroids a step.
-# Not tuned on a GPU yet (benchmarks/probes/svg2_kmeans.py times the alternatives).
+# D = 128: the fastest of the tiles benchmarks/probes/svg2_kmeans.py tries, for q and k at
+# Wan 480p and 720p (timings: docs/BENCHMARKS.md); the other head dims are untuned.
 ASSIGN_CONFIGS = {
     16: KernelConfig(128, 64, 4, 3),
     32: KernelConfig(128, 64, 4, 3),
     64: KernelConfig(128, 64, 4, 3),
-    128: KernelConfig(128, 64, 8, 3),
+    128: KernelConfig(256, 64, 8, 3),
     256: KernelConfig(64, 64, 8, 2),
 }
 # Small tiles under the interpreter, so that tests cross tile edges at small sizes.
