@@ -530,16 +530,17 @@ def extras(device, sizes) -> dict[str, Any]:
 
 
 def tune(device, sizes, save: Callable[[dict[str, Any]], None]) -> None:
-    """Time each config of TUNE_ATTENTION at densities 1 and 1/8, then TUNE_MASS, on the first
-    shape (with ``--precision 8bit``: TUNE_ATTENTION_8BIT, the quantisation passes included,
-    errors against the bf16 kernel); ``save`` gets the results so far after each config."""
+    """Time each config of TUNE_ATTENTION at densities 1, 1/8 and 1/16, then TUNE_MASS, on the
+    first shape (with ``--precision 8bit``: TUNE_ATTENTION_8BIT, the quantisation passes
+    included, errors against the bf16 kernel); ``save`` gets the results so far after each
+    config."""
     heads, seq_len = sizes["shapes"][0]
     head_dim, block = sizes["head_dim"], sizes["block"]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     q, k, v = random_qkv(heads, seq_len, head_dim, dtype, device)
     scale = 1 / math.sqrt(head_dim)
     out = torch.empty_like(q)
-    plans = {d: random_plan(heads, seq_len, block, d, device) for d in (1.0, 1 / 8)}
+    plans = {d: random_plan(heads, seq_len, block, d, device) for d in (1.0, 1 / 8, 1 / 16)}
     reference = {d: block_sparse_attention(q, k, v, plan) for d, plan in plans.items()}
     _, dense_lse = dense_attention_with_lse(q, k, v)
     eight_bit = sizes["precision"] == "8bit"

@@ -29,7 +29,13 @@ from dataclasses import dataclass
 import torch
 
 from ..plan import BlockPlan, num_blocks
-from .block_sparse_attention import _broadcast_strides, _plan_head, plan_lookups
+from .block_sparse_attention import (
+    PlanLookups,
+    _broadcast_strides,
+    _plan_head,
+    plan_lookups,
+    tile_counts,
+)
 from .launch import INTERPRETED, KernelConfig, tl, triton
 from .reference import QUANT_ROWS
 
@@ -343,10 +349,7 @@ def _attention_8bit_fwd(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    tiles = count * (BLOCK_K // BLOCK_N)
-    unmasked = tiles
-    if not EVEN_K:
-        unmasked = tl.maximum(tiles - BLOCK_K // BLOCK_N, 0)
+    tiles, unmasked = tile_counts(kv_idx_ptr, count, seq_len, BLOCK_K, BLOCK_N, EVEN_K)
     acc, l_i, m_i = _attend_tiles_8bit(
         acc, l_i, m_i, q8, q_scale, k_ptr, vt_ptr, k_scale_ptr, kv_idx_ptr, 0, unmasked,
         seq_len, padded_len, HEAD_DIM, BLOCK_N, BLOCK_K, ROWS, False, EMULATE_E4M3,
@@ -396,9 +399,15 @@ class Quantized:
 
 
 def quantize_8bit(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: BlockPlan, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: BlockPlan,
+    scale: float,
+    lookups: PlanLookups | None = None,
 ) -> Quantized:
-    """The statistics pass and the fused quantisation pass (see the module docstring)."""
+    """The statistics pass and the fused quantisation pass (see the module docstring).
+    ``lookups``: the plan's `plan_lookups`, when the caller has them already."""
     batch, heads, seq_len, head_dim = q.shape
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     device = q.device
@@ -421,7 +430,7 @@ def quantize_8bit(
         lse_shift=torch.empty(bh, padded, dtype=torch.float32, device=device),
         padded_len=padded,
     )
-    lookups = plan_lookups(plan)
+    lookups = plan_lookups(plan) if lookups is None else lookups
     _quantize_qkv[(padded // QUANT_ROWS, bh)](
         q, k, v, k_sum, v_max, lookups.perm, lookups.key_perm, lookups.permuted,
         lookups.head_plans, result.q8, result.k8, result.vt8, result.q_scale, result.k_scale,
@@ -449,8 +458,8 @@ def launch_attention_8bit(
     No validation: `block_sparse_attention(..., precision="8bit")` checks inputs first.
     """
     batch, heads, seq_len, head_dim = q.shape
-    x = quantize_8bit(q, k, v, plan, scale)
     lookups = plan_lookups(plan)
+    x = quantize_8bit(q, k, v, plan, scale, lookups)
     kv_indices = (
         plan.kv_indices if plan.kv_indices.stride(-1) == 1 else plan.kv_indices.contiguous()
     )

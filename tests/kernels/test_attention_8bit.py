@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from test_block_sparse_attention import generator, qkv, random_plan
+from test_block_sparse_attention import generator, partial_block_plan, qkv, random_plan
 from triton_interpreter import triton_interpreter  # noqa: F401 (selects the interpreter)
 
 from dit_sparse import BlockPlan
@@ -174,6 +174,15 @@ def test_kernel_is_within_bounds_of_float64(case, seq_len, block_q, block_k, pla
     # the row's final one, so not bit for bit).
     ref8 = block_sparse_attention_8bit_reference(q, k, v, plan)
     assert accuracy(out, ref8)[1] < 2.5e-2
+
+
+def test_kernel_masks_the_partial_block_only_where_listed():
+    # The 8-bit buffers are zero past the sequence: keys read there unmasked would score 0.
+    g = generator()
+    q, k, v = (t[:, :, :200] for t in qkv(1, 2, 256, 64, torch.float32, g))
+    plan = partial_block_plan()
+    out, lse = block_sparse_attention(q, k, v, plan, return_lse=True, precision="8bit")
+    assert_accurate(out, lse, q, k, v, plan)
 
 
 def test_kernel_with_shared_plans_some_heads_permuted_and_bf16_strided_inputs():

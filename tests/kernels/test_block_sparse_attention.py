@@ -103,6 +103,29 @@ def test_random_plans_match_reference(
     assert_matches_reference(q, k, v, plan, 0.3, out, lse)
 
 
+# Query block i's key blocks at S = 200, blocks of 64: block 3 holds the last 8 tokens.
+PARTIAL_BLOCK_LISTS = [[0, 1], [3], [1, 3], [0, 1, 2]]
+
+
+def partial_block_plan(seq_len=200, block=64):
+    """Rows that list the sequence's partial last block and rows that do not."""
+    mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    for row, blocks in enumerate(PARTIAL_BLOCK_LISTS):
+        mask[0, 0, row, blocks] = True
+    return BlockPlan.from_block_mask(mask, block, block, seq_len)
+
+
+def test_only_rows_listing_the_partial_block_mask_it():
+    # K and V past the end of the sequence are huge: a tile read there without its mask shows.
+    g = generator()
+    q, k, v = qkv(1, 2, 256, 32, torch.float32, g)
+    k[:, :, 200:], v[:, :, 200:] = 1e4, 1e4
+    q, k, v = q[:, :, :200], k[:, :, :200], v[:, :, :200]
+    plan = partial_block_plan()
+    out, lse = run_kernel(q, k, v, plan, 0.3)
+    assert_matches_reference(q, k, v, plan, 0.3, out, lse)
+
+
 @pytest.mark.parametrize("plan_batch", [1, 2])
 def test_perm_is_fused_into_loads_and_stores(plan_batch):
     g = generator()
