@@ -22,7 +22,10 @@ Per layout, each a mean of back-to-back calls (`attention_layer.mean_seconds`):
   call);
 - ``attention_0.2``: the kernel on a random block plan of density 0.2, the yardstick of the
   overhead share ``(cluster + arrange + permute, a negative permute as 0) / attention_0.2``
-  (target: at most 0.1).
+  (target: at most 0.1), and ``assign_floor_share``, the share that the assignment kernels of
+  a warm step's iterations take alone (default tile), below which no planning gets;
+- ``profile_cluster`` and ``profile_arrange`` (GPU): the ops of one warm ``cluster`` and
+  ``arrange`` call with the most device time (torch.profiler), where the time goes.
 
 Without a GPU (``--tiny``) it runs `attention_layer.TINY_LAYOUTS` in fp32 on the CPU, where
 the torch references run and the Triton-only timings are None.
@@ -58,6 +61,11 @@ ASSIGN_TRIALS = (
 )
 DENSITY = 0.2
 REFERENCE_CALLS = 3  # the torch iteration is slow at 720p
+PROFILE_TOP = 15
+
+
+def config_name(config: KernelConfig) -> str:
+    return f"{config.block_m}x{config.block_n}/{config.num_warps}w/{config.num_stages}s"
 
 
 def ms(seconds: float) -> float:
@@ -80,7 +88,7 @@ def iteration_costs(x: torch.Tensor, centroids: torch.Tensor, device) -> dict[st
     }
     if triton:
         for config in ASSIGN_TRIALS:
-            name = f"{config.block_m}x{config.block_n}/{config.num_warps}w/{config.num_stages}s"
+            name = config_name(config)
             try:
                 seconds = mean_seconds(
                     lambda c=config: launch_nearest_centroid(x, centroids, c), device
@@ -89,6 +97,24 @@ def iteration_costs(x: torch.Tensor, centroids: torch.Tensor, device) -> dict[st
             except Exception as err:  # noqa: BLE001  (a config that fails to compile or run)
                 result["assign_ms"][name] = error_text(err)
     return result
+
+
+def op_profile(fn, device, top: int = PROFILE_TOP) -> list[dict[str, Any]]:
+    """The ``top`` ops of one warm call of ``fn`` by their own device time (torch.profiler);
+    nothing off CUDA."""
+    if device.type != "cuda":
+        return []
+    fn()
+    torch.cuda.synchronize()
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profile:
+        fn()
+        torch.cuda.synchronize()
+    events = sorted(profile.key_averages(), key=lambda e: e.self_device_time_total, reverse=True)
+    return [
+        {"op": e.key, "calls": e.count, "self_device_ms": round(e.self_device_time_total / 1e3, 4)}
+        for e in events[:top]
+    ]
 
 
 def random_plan(batch, heads, seq_len, block, generator, device) -> BlockPlan:
@@ -138,6 +164,10 @@ def svg2_costs(q, k, v, layout, device) -> dict[str, Any]:
     result["overhead_ms"] = round(overhead, 4)
     result["overhead_share_of_attention_0.2"] = overhead / result["attention_0.2_ms"]
     result["overhead_share_of_own_kernel"] = overhead / result["kernel_presorted_ms"]
+    result["profile_cluster"] = op_profile(lambda: method.cluster(q, k, call), device)
+    result["profile_arrange"] = op_profile(
+        lambda: method.arrange(q_result, k_result, batch, scale), device
+    )
     return result
 
 
@@ -154,13 +184,19 @@ def probe_layout(name, spec, device, dtype) -> dict[str, Any]:
         start = torch.randint(seq_len, (flat.shape[0], clusters), generator=generator)
         centroids = flat.gather(1, start.to(device)[..., None].expand(-1, -1, dim)).float()
         iterations[label] = iteration_costs(flat, centroids, device)
+    costs = svg2_costs(q, k, v, layout, device)
+    default = ASSIGN_CONFIGS[dim]
+    assign = [iterations[x]["assign_ms"].get(config_name(default)) for x in ("q", "k")]
+    if all(isinstance(t, float) for t in assign):
+        steps = SparseVideoGen2().kmeans_iter_step
+        costs["assign_floor_share"] = steps * sum(assign) / costs["attention_0.2_ms"]
     return {
         "name": name,
         "layout": layout.describe(),
         "heads": heads,
         "seq_len": seq_len,
         "iteration": iterations,
-        "svg2": svg2_costs(q, k, v, layout, device),
+        "svg2": costs,
     }
 
 
