@@ -2,6 +2,7 @@
 
     python benchmarks/e2e.py [--models 1.3b,14b] [--methods radial,svg,adaspa] [--out PATH]
     python benchmarks/e2e.py --precision 8bit [--dense-precision 8bit]   # 8-bit steps
+    python benchmarks/e2e.py --methods svg2 -o svg2.top_p=0.25   # a method option
     python benchmarks/e2e.py --tiny          # seconds on a CPU: a smoke test of this script
 
 Quality needs real weights; speed does not. For each model this builds the transformer from
@@ -59,9 +60,11 @@ from common import (
 from diffusers.hooks import HookRegistry
 
 import dit_sparse
+from dit_sparse.arguments import UsageError
 from dit_sparse.layout import TokenLayout
 from dit_sparse.methods import resolve_method
 from dit_sparse.methods.base import DENSE_PRECISIONS, PRECISIONS, SparseMethod
+from dit_sparse.quality.bench import parse_method_options
 from dit_sparse.quality.report import fmt, markdown_table
 
 # The methods' own defaults (their config fields): options equal to these are left out of
@@ -220,7 +223,8 @@ class Bench:
 
     def method(self, name: str, dense: dict[str, Any]) -> dict[str, Any]:
         """A method's step kinds, a timed forward per kind, and the composed 50-step total."""
-        method = resolve_method(name, **precision_options(self.args))
+        options = {**precision_options(self.args), **self.args.method_options.get(name, {})}
+        method = resolve_method(name, **options)
         num_layers = self.spec.config["num_layers"]
         head_dim = self.spec.config["attention_head_dim"]
         kinds = probe_kinds(method, self.spec.layout, num_layers, head_dim, self.device, self.dtype)
@@ -383,6 +387,14 @@ def model_parser(description: str) -> argparse.ArgumentParser:
         default=DEFAULT_PRECISIONS["dense_precision"],
         help="the methods' dense steps (model: the model's own attention)",
     )
+    parser.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="a method option, e.g. -o svg2.top_p=0.25 (repeatable)",
+    )
     return parser
 
 
@@ -407,6 +419,13 @@ def run_models(parser, args, prefix: str, bench, table, **extra: Any) -> int:
     specs = [tiny_spec(k) if args.tiny else MODELS[k] for k in keys]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     methods = methods_from(args.methods)
+    try:
+        options = parse_method_options(args.option)
+    except UsageError as err:
+        parser.error(str(err))
+    if set(options) - set(methods):
+        parser.error(f"--option names {sorted(set(options) - set(methods))}, not in --methods")
+    args.method_options = options
     body = {
         "tiny": args.tiny,
         "precision": args.precision,

@@ -69,6 +69,15 @@ def test_e2e_tiny_in_8_bits(script, tmp_path, capsys):
     )
 
 
+def test_e2e_method_options_reach_their_method_only(script, tmp_path, capsys):
+    doc, _ = _run(script("e2e"), tmp_path, capsys, "--models", "1.3b", "-o", "svg.density=0.4")
+    options = {r["method"]: r["options"] for r in doc["models"][0]["methods"]}
+    assert options["svg"]["density"] == 0.4 and "density" not in options["adaspa"]
+    with pytest.raises(SystemExit):
+        _run(script("e2e"), tmp_path, capsys, "-o", "radial.decay_factor=1")
+    assert "not in --methods" in capsys.readouterr().err
+
+
 def test_attention_layer_tiny(script, tmp_path, capsys):
     doc, printed = _run(script("attention_layer"), tmp_path, capsys)
     _check_provenance(doc)
