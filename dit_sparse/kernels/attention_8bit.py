@@ -29,7 +29,13 @@ from dataclasses import dataclass
 import torch
 
 from ..plan import BlockPlan, num_blocks
-from .block_sparse_attention import PlanLookups, _broadcast_strides, _plan_head, plan_lookups
+from .block_sparse_attention import (
+    PlanLookups,
+    _broadcast_strides,
+    _plan_head,
+    plan_lookups,
+    tile_counts,
+)
 from .launch import INTERPRETED, KernelConfig, tl, triton
 from .reference import QUANT_ROWS
 
@@ -343,10 +349,7 @@ def _attention_8bit_fwd(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    tiles = count * (BLOCK_K // BLOCK_N)
-    unmasked = tiles
-    if not EVEN_K:
-        unmasked = tl.maximum(tiles - BLOCK_K // BLOCK_N, 0)
+    tiles, unmasked = tile_counts(kv_idx_ptr, count, seq_len, BLOCK_K, BLOCK_N, EVEN_K)
     acc, l_i, m_i = _attend_tiles_8bit(
         acc, l_i, m_i, q8, q_scale, k_ptr, vt_ptr, k_scale_ptr, kv_idx_ptr, 0, unmasked,
         seq_len, padded_len, HEAD_DIM, BLOCK_N, BLOCK_K, ROWS, False, EMULATE_E4M3,

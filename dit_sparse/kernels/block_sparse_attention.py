@@ -147,6 +147,25 @@ def _attend_tiles(
 
 
 @triton.jit
+def tile_counts(
+    kv_idx_ptr, count, seq_len, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_K: tl.constexpr
+):
+    """Key tiles of a row's ``count`` listed blocks, and how many of them, from the first, need
+    no mask: all, unless the sequence's last block is partial (``EVEN_K`` false) and listed.
+    Having the highest index, it is then listed last (lists ascend). A second, masked loop
+    over a single block costs a pipeline refill, which short rows cannot amortise: rows that
+    do not list the partial block skip it.
+    """
+    tiles = count * (BLOCK_K // BLOCK_N)
+    unmasked = tiles
+    if not EVEN_K:
+        last = tl.load(kv_idx_ptr + count - 1, mask=count > 0, other=0)
+        partial = (count > 0) & (last == (seq_len - 1) // BLOCK_K)
+        unmasked = tl.where(partial, tiles - BLOCK_K // BLOCK_N, tiles)
+    return tiles, unmasked
+
+
+@triton.jit
 def _plan_head(HEAD_PLANS, b, h, stride_hb, stride_hh, HAS_HEAD_PLANS: tl.constexpr):
     """Which of the plan tensors' heads head ``(b, h)`` runs: its own, or its ``head_plans``
     entry (the plan tensors' batch strides are then 0)."""
@@ -306,12 +325,7 @@ def _block_sparse_attention_fwd(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    tiles = count * (BLOCK_K // BLOCK_N)
-    # Only the last listed block can hold keys past the end; when S is a multiple of the block
-    # size none does, and no tile is masked.
-    unmasked = tiles
-    if not EVEN_K:
-        unmasked = tl.maximum(tiles - BLOCK_K // BLOCK_N, 0)
+    tiles, unmasked = tile_counts(kv_idx_ptr, count, seq_len, BLOCK_K, BLOCK_N, EVEN_K)
     acc, l_i, m_i = _attend_tiles(
         acc, l_i, m_i, q, k_ptr, v_ptr, kv_idx_ptr, 0, unmasked, seq_len, qk_scale,
         stride_ks_used, stride_vs_used, mass_lse2, mass_group_ptrs, stride_sc, HEAD_DIM,
