@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field, fields
@@ -406,9 +407,12 @@ def precision_options(args: argparse.Namespace) -> dict[str, str]:
 
 
 def results_prefix(name: str, args: argparse.Namespace) -> str:
-    """``name``, plus ``-8bit`` for 8-bit sparse steps and ``-dense8bit`` for 8-bit dense ones."""
+    """``name``, plus ``-8bit`` for 8-bit sparse steps, ``-dense8bit`` for 8-bit dense ones and
+    each ``--option`` (``svg2.top_p=0.25`` -> ``-svg2.top_p-0.25``), so that a run with other
+    settings does not overwrite the default's results."""
     suffixes = {"precision": "-{}", "dense_precision": "-dense{}"}
-    return name + "".join(suffixes[k].format(v) for k, v in precision_options(args).items())
+    prefix = name + "".join(suffixes[k].format(v) for k, v in precision_options(args).items())
+    return prefix + "".join("-" + re.sub(r"[^\w.-]", "-", item) for item in args.option)
 
 
 def run_models(parser, args, prefix: str, bench, table, **extra: Any) -> int:

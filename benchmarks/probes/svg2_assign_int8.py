@@ -12,8 +12,8 @@ one fused pass, once per clustering since every iteration reads the same vectors
 centroid likewise (a torch op on ``[G, C, D]``), and scores ``||c||^2 - 2 s_x s_c (x8 . c8)``
 from exact int32 dot products; ``||c||^2`` is the dequantised centroid's.
 
-Per layout and for q and for k, with each vector drawn near one centroid of the previous
-step's kind (`initial_centroids` from the tokens, then one Lloyd iteration):
+Per layout and for q and for k, against warm centroids (`initial_centroids` drawn from the
+vectors, then one Lloyd iteration, as a previous step would leave them):
 
 - ``bf16_ms``: the package's assignment (its default tile); ``quantize_ms``: the INT8 pass;
   ``int8_ms``: the INT8 assignment per tile config of `TRIALS`;

@@ -73,6 +73,8 @@ def test_e2e_method_options_reach_their_method_only(script, tmp_path, capsys):
     doc, _ = _run(script("e2e"), tmp_path, capsys, "--models", "1.3b", "-o", "svg.density=0.4")
     options = {r["method"]: r["options"] for r in doc["models"][0]["methods"]}
     assert options["svg"]["density"] == 0.4 and "density" not in options["adaspa"]
+    args = script("e2e").model_parser("").parse_args(["-o", "svg.density=0.4"])
+    assert script("e2e").results_prefix("e2e", args) == "e2e-svg.density-0.4"
     with pytest.raises(SystemExit):
         _run(script("e2e"), tmp_path, capsys, "-o", "radial.decay_factor=1")
     assert "not in --methods" in capsys.readouterr().err
