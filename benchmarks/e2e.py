@@ -24,7 +24,9 @@ the dense baseline stays the model's own attention (cuDNN).
 
 The 50-step total composes those times over the schedule (dense steps at dense time), times 2
 forwards per step (classifier-free guidance, as WanPipeline runs by default); the Amdahl limit
-``1 / (1 - attention share * (1 - mean density))`` stands beside each speedup.
+``1 / (1 - attention share * (1 - mean density))`` stands beside each speedup. It counts
+density only, each kept block at the dense attention's cost per block: 8-bit steps change
+the cost of a block, and a speedup may pass it by as much as they save.
 """
 
 from __future__ import annotations
