@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -49,6 +50,19 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per configuration")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs (the median is used)")
     parser.add_argument("--out", default=None, help="results JSON path (default: results/)")
+
+
+def triton_probe_args(description: str, argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
+    """``--out`` and ``--tiny`` of a probe whose kernels are its own Triton ones, and whether it
+    runs on a GPU: without one (or with ``--tiny``) only under Triton's interpreter."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", required=True, help="results JSON path")
+    parser.add_argument("--tiny", action="store_true", help="small sizes, Triton's interpreter")
+    args = parser.parse_args(argv)
+    gpu = torch.cuda.is_available() and not args.tiny
+    if not gpu and not (args.tiny and os.environ.get("TRITON_INTERPRET") == "1"):
+        parser.error("a GPU, or --tiny with TRITON_INTERPRET=1 set (the kernels are Triton's)")
+    return args, gpu
 
 
 def resolve_args(args: argparse.Namespace, prefix: str) -> tuple[torch.device, Path]:

@@ -24,9 +24,7 @@ interpreter (speed meaningless) to check the kernels' outputs.
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from attention_layer import dense_attention
-from common import error_text, write_results
+from common import error_text, triton_probe_args, write_results
 from kernel import bench, random_plan
 
 from dit_sparse.kernels import block_sparse_attention
@@ -138,13 +136,7 @@ def variants(items: int, sms: int) -> list[tuple[str, int, bool]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="results JSON path")
-    parser.add_argument("--tiny", action="store_true", help="small sizes, Triton's interpreter")
-    args = parser.parse_args(argv)
-    gpu = torch.cuda.is_available() and not args.tiny
-    if not gpu and not (args.tiny and os.environ.get("TRITON_INTERPRET") == "1"):
-        parser.error("a GPU, or --tiny with TRITON_INTERPRET=1 set (the kernels are Triton's)")
+    args, gpu = triton_probe_args(__doc__.splitlines()[0], argv)
     device = torch.device("cuda" if gpu else "cpu")
     dtype = torch.bfloat16 if gpu else torch.float16  # the interpreter's bf16 dots are wrong
     size = (

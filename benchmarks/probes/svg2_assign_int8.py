@@ -29,8 +29,6 @@ against torch emulations of the same arithmetic (``checks``).
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from attention_layer import LAYOUTS, make_qkv, mean_seconds
-from common import error_text, write_results
+from common import error_text, triton_probe_args, write_results
+from svg2_kmeans import config_name, ms
 
 from dit_sparse.kernels.kmeans import ASSIGN_CONFIGS, launch_nearest_centroid
 from dit_sparse.kernels.launch import KernelConfig, tl, triton
@@ -55,7 +54,7 @@ TRIALS = (
 )
 TINY = {"tiny": (TokenLayout(3, 8, 10), 2, 2)}  # 240 tokens: ragged at every tile
 TINY_CONFIG = KernelConfig(32, 32, 4, 1)
-QUANT_ROWS = 64
+QUANTIZE_ROWS = 64  # vectors a program of `_quantize_rows` takes
 INT8_MAX = 127.0
 
 
@@ -120,7 +119,7 @@ def _nearest_centroid_int8(
     tl.store(LABELS + group * seq_len + rows, best_index, mask=valid_rows)
 
 
-def quantize_rows(x: torch.Tensor, rows: int = QUANT_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_rows(x: torch.Tensor, rows: int = QUANTIZE_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
     """INT8 codes of contiguous ``x`` ``[G, S, D]`` and fp32 scales ``[G, S]``, one per vector."""
     x8 = torch.empty(x.shape, dtype=torch.int8, device=x.device)
     scale = torch.empty(x.shape[:2], dtype=torch.float32, device=x.device)
@@ -167,14 +166,6 @@ def inertia(x: torch.Tensor, centroids: torch.Tensor, labels: torch.Tensor) -> f
     """Mean squared distance of each vector to its labelled centroid (fp32)."""
     picked = centroids.gather(1, labels.long()[..., None].expand(-1, -1, x.shape[-1]))
     return float((x.float() - picked).square().sum(-1).mean())
-
-
-def ms(seconds: float) -> float:
-    return round(1000 * seconds, 4)
-
-
-def config_name(config: KernelConfig) -> str:
-    return f"{config.block_m}x{config.block_n}/{config.num_warps}w/{config.num_stages}s"
 
 
 def probe(x: torch.Tensor, clusters: int, gpu: bool) -> dict[str, Any]:
@@ -225,13 +216,7 @@ def probe(x: torch.Tensor, clusters: int, gpu: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="results JSON path")
-    parser.add_argument("--tiny", action="store_true", help="small sizes, Triton's interpreter")
-    args = parser.parse_args(argv)
-    gpu = torch.cuda.is_available() and not args.tiny
-    if not gpu and not (args.tiny and os.environ.get("TRITON_INTERPRET") == "1"):
-        parser.error("a GPU, or --tiny with TRITON_INTERPRET=1 set (the kernels are Triton's)")
+    args, gpu = triton_probe_args(__doc__.splitlines()[0], argv)
     device, dtype = (
         (torch.device("cuda"), torch.bfloat16) if gpu else (torch.device("cpu"), torch.float32)
     )
