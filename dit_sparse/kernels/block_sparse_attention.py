@@ -152,9 +152,8 @@ def tile_counts(
 ):
     """Key tiles of a row's ``count`` listed blocks, and how many of them, from the first, need
     no mask: all, unless the sequence's last block is partial (``EVEN_K`` false) and listed.
-    Having the highest index, it is then listed last (lists ascend). A second, masked loop
-    over a single block costs a pipeline refill, which short rows cannot amortise: rows that
-    do not list the partial block skip it.
+    Having the highest index, it is then listed last (lists ascend). Rows that do not list
+    it skip the second, masked loop.
     """
     tiles = count * (BLOCK_K // BLOCK_N)
     unmasked = tiles
