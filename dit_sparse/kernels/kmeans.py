@@ -7,8 +7,9 @@ Per iteration, for ``G`` groups (batch x heads) of ``S`` vectors and ``C`` centr
    minimum and its index: the ``[G, S, C]`` distance matrix is never written, where the torch
    reference writes and rereads it chunk by chunk (as flash-kmeans and the official SVG2
    assignment kernel do, ``svg/kmeans_utils.py``);
-2. the labels sorted per group (a stable torch sort) and each cluster's range in that order
-   (``searchsorted``), whose lengths are the cluster sizes;
+2. the labels sorted per group (a stable torch sort, on the narrowest integer keys that hold
+   them: `narrow_labels`) and each cluster's range in that order (``searchsorted``), whose
+   lengths are the cluster sizes;
 3. `_cluster_means`: one program per (group, cluster) sums its range's vectors in fp32 and
    writes the mean (an empty cluster keeps its centroid). No atomics: the official update adds
    each run of equal labels into the sums with float atomics, whose order, and so whose
@@ -177,8 +178,9 @@ def lloyd_step(
     x, centroids = x.contiguous(), centroids.contiguous()
     labels = launch_nearest_centroid(x, centroids, config)
     groups, clusters = centroids.shape[:2]
-    sorted_labels, order = torch.sort(labels, dim=-1, stable=True)
-    bounds = torch.arange(clusters + 1, dtype=torch.int32, device=x.device)
+    keys = narrow_labels(labels, clusters)
+    sorted_labels, order = torch.sort(keys, dim=-1, stable=True)
+    bounds = torch.arange(clusters + 1, dtype=keys.dtype, device=x.device)
     starts = torch.searchsorted(sorted_labels, bounds.expand(groups, -1).contiguous())
     means = torch.empty_like(centroids)
     _cluster_means[(clusters, groups)](
@@ -186,6 +188,15 @@ def lloyd_step(
         HEAD_DIM=x.shape[-1], ROWS=_MEANS_ROWS, num_warps=4,
     )  # fmt: skip
     return labels.long(), means, starts.diff(dim=-1)
+
+
+def narrow_labels(labels: torch.Tensor, clusters: int) -> torch.Tensor:
+    """Cluster ids ``labels`` (``0..clusters - 1``) as int16 where ``0..clusters`` fits, else
+    int32: the keys to sort them by. A radix sort makes a pass per digit of its keys, so
+    narrower keys sort in fewer passes; the order is the same (a stable sort of equal values).
+    """
+    dtype = torch.int16 if clusters <= torch.iinfo(torch.int16).max else torch.int32
+    return labels.to(dtype)
 
 
 def launch_nearest_centroid(

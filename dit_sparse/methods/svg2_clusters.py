@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..kernels import lloyd_step
+from ..kernels.kmeans import narrow_labels
 from ..plan import BlockPlan, num_blocks
 
 
@@ -100,7 +101,7 @@ class ClusterOrder:
         per group: the place of each cluster in the sorted order)."""
         keys = result.labels if rank is None else rank.gather(1, result.labels)
         # Stable: inside a cluster tokens keep their original (frame-major) order.
-        perm = torch.sort(keys, dim=-1, stable=True).indices
+        perm = torch.sort(narrow_labels(keys, result.sizes.shape[1]), dim=-1, stable=True).indices
         return ClusterOrder(perm, result.labels.gather(1, perm), result.sizes)
 
 

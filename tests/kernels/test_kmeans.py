@@ -5,7 +5,7 @@ import torch
 from triton_interpreter import triton_interpreter  # noqa: F401 (selects the interpreter)
 
 from dit_sparse.kernels import lloyd_step
-from dit_sparse.kernels.kmeans import _INTERPRETER_ASSIGN
+from dit_sparse.kernels.kmeans import _INTERPRETER_ASSIGN, narrow_labels
 from dit_sparse.kernels.reference import lloyd_step_reference
 
 pytestmark = pytest.mark.usefixtures("triton_interpreter")
@@ -92,3 +92,16 @@ def test_inputs_are_checked():
         lloyd_step(x, torch.randn(2, 3, 16, dtype=torch.float64))
     with pytest.raises(ValueError, match="D in"):
         lloyd_step(torch.randn(2, 10, 8), torch.randn(2, 3, 8))
+
+
+@pytest.mark.parametrize(("clusters", "dtype"), [(1000, torch.int16), (32767, torch.int16),
+                                                 (32768, torch.int32)])  # fmt: skip
+def test_narrow_labels_sort_in_the_same_stable_order(clusters, dtype):
+    labels = torch.randint(clusters, (3, 5000))
+    labels[:, :50] = clusters - 1  # the largest id, and many ties
+    keys = narrow_labels(labels, clusters)
+    assert keys.dtype == dtype and torch.equal(keys.long(), labels)
+    expected = torch.sort(labels, dim=-1, stable=True)
+    got = torch.sort(keys, dim=-1, stable=True)
+    assert torch.equal(got.indices, expected.indices)
+    assert torch.equal(got.values.long(), expected.values)
