@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from attention_layer import dense_attention
 from common import error_text, triton_probe_args, write_results
-from kernel import bench
+from kernel import attention_flops, bench, cosine, rel_error
 
 from dit_sparse.kernels import block_sparse_attention
 from dit_sparse.kernels.attention_8bit import _LOG2_448, _MAGIC, _e4m3
@@ -134,18 +134,15 @@ def measure(heads: int, seq_len: int, dim: int, device, gpu: bool) -> dict[str, 
     x = inputs(heads, seq_len, dim, device)
     row: dict[str, Any] = {"heads": heads, "seq_len": seq_len}
     if not gpu:
-        out, ref = run_loop(x, "softmax").double(), reference(x)
-        row["softmax_cosine"] = float(
-            torch.nn.functional.cosine_similarity(out.flatten(), ref.flatten(), 0)
-        )
-        row["softmax_rel_l2"] = float((out - ref).norm() / ref.norm())
+        out, ref = run_loop(x, "softmax"), reference(x)
+        row["softmax_cosine"], row["softmax_rel_l2"] = cosine(out, ref), rel_error(out, ref)
         return row
-    flops = 4 * heads * seq_len**2 * dim
     q, k, v = (
         torch.randn(1, heads, seq_len, dim, device=device, dtype=torch.bfloat16) for _ in "qkv"
     )
     dense_name, dense = dense_attention(q, k, v)
     plan = BlockPlan.dense(1, heads, seq_len, device=device)
+    flops = attention_flops(plan, dim)
     timings = {dense_name: bench(dense, device)}
     timings["package_8bit"] = bench(
         lambda: block_sparse_attention(q, k, v, plan, precision="8bit"), device
